@@ -1,0 +1,214 @@
+"""ResNet-20 for CIFAR-10 (He et al. 2016, §4.2) and the published pretrained checkpoint.
+
+The architecture follows Yerlan Idelbayev's `pytorch_resnet_cifar10` (BSD 2-clause), whose
+`resnet20-12fca82f.th` we load: 3x3 conv (3→16) + BN + ReLU, three stages of three basic blocks
+(16/32/64 channels, stride 2 at the first block of stages 2 and 3), global average pool, Linear(64→10).
+Shortcuts are "option A": parameter-free, so the only weights are the 19 convolutions (no bias) and
+the final Linear, 268 336 prunable weights in all.
+
+Module names read well in a sparsity table: conv1, bn1, stage1.0.conv1, stage1.0.bn1, ...,
+stage3.2.conv2, fc. `prunable_layers(net)` lists the Conv2d and Linear modules in model order.
+
+The model carries its input normalisation (buffers `mean`, `std`): forward takes float images in [0, 1].
+"""
+import hashlib
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+CHECKPOINT_URL = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
+                  "pretrained_models/resnet20-12fca82f.th")
+CHECKPOINT_FILE = "resnet20-12fca82f.th"
+CHECKPOINT_SHA256_PREFIX = "12fca82f"  # torch.hub convention: the hex in the name starts the SHA-256
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what the published checkpoint was trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class OptionAShortcut(nn.Module):
+    """Parameter-free shortcut for a block that halves the resolution and widens the channels.
+
+    y = x[:, :, ::stride, ::stride] with planes//4 zero channels added before and after, exactly the
+    LambdaLayer of the reference: (B, C, H, W) -> (B, C + 2*(planes//4), H/stride, W/stride).
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int):
+        super().__init__()
+        self.pad, self.stride = planes // 4, stride
+        if in_planes + 2 * self.pad != planes:
+            raise ValueError(f"option-A shortcut pads planes//4 channels on each side, which maps "
+                             f"{in_planes} channels to {in_planes + 2 * self.pad}, not {planes}; "
+                             f"use planes = 2 * in_planes")
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride, ::self.stride]                    # (B, C, H/s, W/s)
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad), "constant", 0.0)  # (B, C + 2*pad, H/s, W/s)
+
+    def extra_repr(self):
+        return f"stride={self.stride}, pad_channels={self.pad}"
+
+
+class BasicBlock(nn.Module):
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs without bias."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if stride != 1 or in_planes != planes:
+            self.shortcut = OptionAShortcut(in_planes, planes, stride)
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):                      # (B, C_in, H, W)
+        out = F.relu(self.bn1(self.conv1(x)))  # (B, C, H/s, W/s)
+        out = self.bn2(self.conv2(out))        # (B, C, H/s, W/s)
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet with three stages of `num_blocks[i]` basic blocks of widths 16/32/64.
+
+    forward(x): x float (B, 3, H, W) in [0, 1] -> logits (B, num_classes). The first step is
+    x_n = (x - mean) / std with the buffers `mean`, `std` of shape (1, 3, 1, 1).
+    Convs and the Linear start Kaiming-normal (fan_in, gain sqrt(2)) as in the reference.
+    """
+
+    def __init__(self, num_blocks=(3, 3, 3), num_classes: int = 10,
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.stage1 = self._make_stage(16, 16, num_blocks[0], stride=1)
+        self.stage2 = self._make_stage(16, 32, num_blocks[1], stride=2)
+        self.stage3 = self._make_stage(32, 64, num_blocks[2], stride=2)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)  # biases (fc only) keep PyTorch's default
+
+    @staticmethod
+    def _make_stage(in_planes, planes, n, stride):
+        blocks = [BasicBlock(in_planes, planes, stride)]
+        blocks += [BasicBlock(planes, planes, 1) for _ in range(n - 1)]
+        return nn.Sequential(*blocks)
+
+    def forward(self, x):                    # (B, 3, 32, 32) in [0, 1]
+        x = (x - self.mean) / self.std
+        x = F.relu(self.bn1(self.conv1(x)))  # (B, 16, 32, 32)
+        x = self.stage1(x)                   # (B, 16, 32, 32)
+        x = self.stage2(x)                   # (B, 32, 16, 16)
+        x = self.stage3(x)                   # (B, 64, 8, 8)
+        x = x.mean(dim=(2, 3))               # (B, 64) global average pool
+        return self.fc(x)                    # (B, num_classes)
+
+
+def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every nn.Conv2d and nn.Linear of `net` as (name, module), in model order."""
+    return [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def convert_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """Published `pytorch_resnet_cifar10` keys -> labkit names.
+
+    Accepts the file's dict {'best_prec1': .., 'state_dict': {...}} or a bare state dict.
+    Renames: strip 'module.' (DataParallel), 'layerN.' -> 'stageN.', 'linear.' -> 'fc.'.
+    Keys already in labkit layout pass through unchanged.
+    """
+    return {_convert_key(k): v for k, v in _unwrap(checkpoint).items()}
+
+
+def _unwrap(checkpoint: dict) -> dict:
+    return checkpoint["state_dict"] if "state_dict" in checkpoint else checkpoint
+
+
+def _convert_key(key: str) -> str:
+    key = key.removeprefix("module.")
+    key = re.sub(r"^layer(\d+)\.", r"stage\1.", key)
+    return re.sub(r"^linear\.", "fc.", key)
+
+
+def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
+    """Copy a published (or labkit) state dict into `net`; raises ValueError unless it fits exactly.
+
+    Keys the published file lacks keep their value in `net`: the normalisation buffers `mean`, `std`
+    and BatchNorm's `num_batches_tracked`. Any other missing key, any unexpected key and any shape
+    mismatch is reported together, and then nothing is loaded.
+    """
+    raw = _unwrap(checkpoint)
+    origin = {_convert_key(k): k for k in raw}  # labkit name -> name in the checkpoint
+    state = convert_state_dict(raw)
+    own = net.state_dict()
+    optional = lambda k: k in ("mean", "std") or k.endswith(".num_batches_tracked")  # noqa: E731
+    missing = [k for k in own if k not in state and not optional(k)]
+    unexpected = [origin[k] for k in state if k not in own]
+    shapes = [f"{origin[k]}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
+              for k, v in state.items() if k in own and v.shape != own[k].shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            "checkpoint does not fit this ResNet (nothing was loaded):\n"
+            f"  missing keys (labkit names): {missing}\n"
+            f"  unexpected keys (checkpoint names): {unexpected}\n"
+            f"  shape mismatches: {shapes}\n"
+            "Expected the layout of pytorch_resnet_cifar10's resnet20 (module.layerN.i.convK/bnK, "
+            "module.linear) for resnet20(num_classes=10).")
+    net.load_state_dict(state, strict=False)  # strictness checked above, with better messages
+    return net
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> ResNet:
+    """Verify a checkpoint file's SHA-256, then load it into `net` with `load_weights`.
+
+    sha256_prefix defaults to the hex after the last '-' in the file name (torch.hub's convention,
+    e.g. resnet20-12fca82f.th -> '12fca82f'); with neither, the file is not verified.
+    The file is read with torch.load(weights_only=True, map_location='cpu').
+    """
+    path = Path(path)
+    if sha256_prefix is None:
+        m = re.search(r"-([0-9a-f]{8,64})\.[^.]*$", path.name)
+        sha256_prefix = m.group(1) if m else None
+    if sha256_prefix is not None:
+        actual = sha256_of(path)
+        if not actual.startswith(sha256_prefix):
+            raise ValueError(f"checkpoint {path} is corrupt or not the expected file: its SHA-256 is "
+                             f"{actual}, expected one starting with {sha256_prefix}. Delete it so "
+                             f"that it is downloaded again, or replace it with a good copy.")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights(net, checkpoint)
+
+
+def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None) -> ResNet:
+    """ResNet-20 (3 blocks per stage, 0.27M parameters) in train mode, on the CPU.
+
+    pretrained=True loads resnet20-12fca82f.th (91.78 % on the CIFAR-10 test set) from
+    `labkit.download.data_dir(root)`, downloading it there from CHECKPOINT_URL when absent.
+    """
+    net = ResNet((3, 3, 3), num_classes=num_classes)
+    if pretrained:
+        if num_classes != 10:
+            raise ValueError(f"the pretrained checkpoint has 10 classes, got num_classes={num_classes}; "
+                             f"use pretrained=False for another number of classes")
+        from . import download  # looked up at call time: tests may monkeypatch it
+
+        path = download.data_dir(root) / CHECKPOINT_FILE
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            download.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
+                           desc="ResNet-20 checkpoint")
+        load_checkpoint(net, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX)
+    return net

@@ -1,0 +1,26 @@
+"""Text tables and the run header."""
+import pytest
+
+from labkit import report
+
+
+def test_table_aligns_columns_and_formats_floats():
+    text = report.table([["conv1", 0.5, 3], ["stage1.0.conv1", 0.25, 10]], ["layer", "sparsity", "n"],
+                        floatfmt=".1%")
+    lines = text.splitlines()
+    assert lines[0].split() == ["layer", "sparsity", "n"]
+    assert lines[2].split() == ["conv1", "50.0%", "3"] and lines[3].split() == ["stage1.0.conv1", "25.0%", "10"]
+    assert len({len(line) for line in lines[1:]}) == 1      # every row as wide as the rule
+    assert lines[2].endswith(" 3") and lines[3].endswith("10")  # numbers align right
+
+
+def test_table_rejects_ragged_rows():
+    with pytest.raises(ValueError, match="headers"):
+        report.table([["a", 1.0, 2]], ["layer", "sparsity"])
+
+
+def test_header_names_profile_and_device(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROFILE", "ci")
+    text = report.run_header(device="cpu")
+    assert "profile 'ci'" in text and "device: cpu" in text
+    assert report.run_footer().startswith("run time:")
