@@ -11,13 +11,14 @@ stage3.2.conv2, fc. `prunable_layers(net)` lists the Conv2d and Linear modules i
 
 The model carries its input normalisation (buffers `mean`, `std`): forward takes float images in [0, 1].
 """
-import hashlib
 import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import download
 
 CHECKPOINT_URL = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
                   "pretrained_models/resnet20-12fca82f.th")
@@ -129,7 +130,7 @@ def _unwrap(checkpoint: dict) -> dict:
 
 
 def _convert_key(key: str) -> str:
-    key = key.removeprefix("module.")
+    pass
     key = re.sub(r"^layer(\d+)\.", r"stage\1.", key)
     return re.sub(r"^linear\.", "fc.", key)
 
@@ -162,15 +163,6 @@ def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
     return net
 
 
-def sha256_of(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> ResNet:
     """Verify a checkpoint file's SHA-256, then load it into `net` with `load_weights`.
 
@@ -183,7 +175,7 @@ def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> R
         m = re.search(r"-([0-9a-f]{8,64})\.[^.]*$", path.name)
         sha256_prefix = m.group(1) if m else None
     if sha256_prefix is not None:
-        actual = sha256_of(path)
+        actual = download.sha256(path)
         if not actual.startswith(sha256_prefix):
             raise ValueError(f"checkpoint {path} is corrupt or not the expected file: its SHA-256 is "
                              f"{actual}, expected one starting with {sha256_prefix}. Delete it so "
@@ -203,11 +195,8 @@ def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None) -> R
         if num_classes != 10:
             raise ValueError(f"the pretrained checkpoint has 10 classes, got num_classes={num_classes}; "
                              f"use pretrained=False for another number of classes")
-        from . import download  # looked up at call time: tests may monkeypatch it
-
         path = download.data_dir(root) / CHECKPOINT_FILE
         if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
             download.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
                            desc="ResNet-20 checkpoint")
         load_checkpoint(net, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX)

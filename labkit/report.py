@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import platform
+import re
 import time
 from typing import Any, Sequence
 
@@ -55,6 +56,16 @@ def _device_name(device) -> str:
     return device.type
 
 
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)(e[-+]?\d+)?%?")
+
+
+def _numeric(v) -> bool:
+    """Numbers, numbers already formatted as text (``'91.64%'``) and blanks align right."""
+    if isinstance(v, str):
+        return v == "" or _NUMBER.fullmatch(v) is not None
+    return isinstance(v, (int, float))
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, floatfmt: str = ".4f") -> str:
     """Format rows as an aligned text table; floats use ``floatfmt``, strings align left.
 
@@ -73,7 +84,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str], *, floatfmt: st
         if len(row) != len(headers):
             raise ValueError(f"table: a row has {len(row)} cells but there are {len(headers)} headers")
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
+    numeric = [bool(rows) and all(_numeric(r[i]) for r in rows) for i in range(len(headers))]
 
     def line(values):
         out = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]

@@ -69,7 +69,7 @@ class Callback:
     """What an experiment adds to the loop. Every method is a no-op; override what you need.
 
     ``epoch`` counts from 0. ``record`` is the epoch's dict in :attr:`History.records`
-    (``epoch``, ``loss``, ``train_acc``, ``test_acc``, ``time``); a callback may add keys
+    (``epoch``, ``loss``, ``train_acc``, ``test_acc``, ``train_time``, ``time``); a callback may add keys
     (e.g. ``sparsity``) and may set ``record['eligible'] = False`` so that the epoch
     does not count for the best accuracy.
     """
@@ -133,6 +133,20 @@ class History:
         return (f"best test accuracy {self.best_acc:.2%} at epoch {self.best_epoch} of {n}"
                 f" (final {self.final_acc:.2%})")
 
+    def table(self, *keys: str) -> str:
+        """A text table of the given record keys, one row per epoch (accuracies and sparsities as %)."""
+        from .report import table
+
+        keys = keys or ("loss", "test_acc")
+        rows = []
+        for r in self.records:
+            row = [r["epoch"]]
+            for k in keys:
+                v = r.get(k)
+                row.append("" if v is None else f"{v:.4f}" if k == "loss" else f"{v:.2%}")
+            rows.append(row)
+        return table(rows, ["epoch", *keys])
+
     def plot(self, ax=None, label: str | None = None):
         """Test accuracy per epoch; returns the Axes."""
         from .plots import plot_histories
@@ -182,8 +196,9 @@ def train(
     The profile (:mod:`labkit.profile`) may train on fewer images (CI); it never changes
     ``epochs``: the notebook's parameters cell does that, visibly.
 
-    Returns the :class:`History` (per-epoch ``loss``, ``train_acc``, ``test_acc``, ``time``
-    and whatever the callbacks record).
+    Returns the :class:`History` (per-epoch ``loss``, ``train_acc``, ``test_acc``, the seconds
+    ``train_time`` of the training steps and ``time`` of the whole epoch, and whatever the
+    callbacks record).
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
@@ -226,11 +241,12 @@ def train(
             correct += (y_hat.argmax(dim=1) == y).sum()
         record = {
             "epoch": epoch + 1,
-            "loss": loss_sum.item() / len(train_split),   # one sync per epoch
+            "loss": loss_sum.item() / len(train_split),   # the one sync of the epoch
             "train_acc": correct.item() / len(train_split),
-            "test_acc": evaluate(net, test_split),
         }
-        record["time"] = time.perf_counter() - start
+        record["train_time"] = time.perf_counter() - start     # seconds of training steps
+        record["test_acc"] = evaluate(net, test_split)
+        record["time"] = time.perf_counter() - start           # ... and of testing
         for cb in callbacks:
             cb.on_epoch_end(epoch, net, record)
         history.records.append(record)

@@ -290,6 +290,7 @@ def test_pretrained_downloads_when_absent_then_uses_local_copy(tmp_path, monkeyp
 
     def fake_fetch(url, dest, *, md5=None, sha256_prefix=None, desc=None):
         calls.append((url, dest, sha256_prefix))
+        dest.parent.mkdir(parents=True, exist_ok=True)  # as the real fetch does
         dest.write_bytes(data)
         return dest
 

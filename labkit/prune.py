@@ -1,0 +1,441 @@
+"""Magnitude pruning of the Conv2d and Linear weights of a model (Lab 2), with masks that live
+with the layers.
+
+The rule (LABS.md, Lab 2 (b)): for a fraction q in [0, 1], the threshold is the q-quantile of |w|
+with linear interpolation, exactly as ``numpy.quantile(|w|, q)`` (= ``numpy.percentile(|w|, 100 q)``)
+and ``torch.quantile``: with the n values sorted, v_0 <= ... <= v_{n-1}, and p = q (n - 1),
+
+    threshold = v_floor(p) + (p - floor(p)) (v_ceil(p) - v_floor(p)),
+
+and every weight with |w| <= threshold is pruned (set to zero). The rule is taken literally:
+ties at the threshold are all pruned, q = 0 prunes the weight(s) of the smallest |w| (the threshold
+is min |w|), q = 1 prunes every weight. `prune_by_percentage` computes one threshold per layer,
+`global_prune_by_percentage` one threshold from all prunable weights together.
+
+Masks. With ``hold=True`` (the default) a pruned layer gets a `Mask` parametrization
+(``torch.nn.utils.parametrize``): the layer's ``weight`` becomes ``original * mask``, where
+``original`` is the very Parameter the layer had (an optimizer built before pruning still updates
+it) and ``mask`` a bool buffer (True = kept). So pruned weights stay exactly zero through any
+training by construction, and the gradient of ``original`` is zero where the mask is False.
+Pruning also zeroes ``original`` there, so that `make_permanent` or reading ``original`` gives
+zeros. With ``hold=False`` the pruned weights are zeroed in place and nothing holds them: the
+next optimizer steps may make them non-zero again (iterative pruning before its last step).
+
+Other parametrizations (Lab 3's quantizer) may be stacked on the same weight: the mask is always
+kept first in the layer's list, so they see the masked float weight ``original * mask``, and
+which weights to prune is always decided on that masked float weight, never on a quantized one.
+
+Masks are in ``net.state_dict()`` (keys ``<layer>.parametrizations.weight.0.mask``, beside
+``<layer>.parametrizations.weight.original``); `load_pruned` re-creates them on a fresh model.
+"""
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from numbers import Real
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .models import prunable_layers
+from .train import Callback
+
+__all__ = [
+    "Mask", "magnitude_threshold", "prune_by_percentage", "global_prune_by_percentage",
+    "masks", "make_permanent", "load_pruned", "Sparsity", "sparsity", "sparsity_table",
+    "HoldMasks", "IterativePruning",
+]
+
+
+class Mask(nn.Module):
+    """Parametrization W -> W * mask, with ``mask`` a bool buffer of W's shape (True = kept).
+
+    The gradient with respect to W is ``grad * mask``: zero at pruned positions.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mask", mask.to(torch.bool))
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        return W * self.mask
+
+    def extra_repr(self) -> str:
+        kept = int(self.mask.sum())
+        return f"kept={kept}/{self.mask.numel()}"
+
+
+# --- the threshold rule --------------------------------------------------------------------------
+
+def _check_q(q) -> float:
+    if isinstance(q, bool) or not isinstance(q, Real) or math.isnan(q) or not 0.0 <= q <= 1.0:
+        raise ValueError(f"q must be a fraction in [0, 1] (e.g. 0.8 prunes 80 % of the weights), "
+                         f"got {q!r}; for a percentage p pass q = p / 100")
+    return float(q)
+
+
+def _work_dtype(device: torch.device) -> torch.dtype:
+    # float64 makes the interpolation match numpy's to the last bit; Apple MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def magnitude_threshold(values: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile of |values| (all elements), linear interpolation, as a 0-d tensor.
+
+    Equal to ``numpy.quantile(abs(values), q)`` and to ``torch.quantile``, computed with
+    ``torch.sort`` so that it has no size limit (``torch.quantile`` refuses inputs of more than
+    2**24 elements) and in float64 (float32 on MPS). The interpolation is written as numpy's:
+    a + t (b - a) for t < 1/2, b - (1 - t)(b - a) otherwise, so that t = 1 gives b exactly.
+    Stays on the device of ``values``: no host sync.
+    """
+    q = _check_q(q)
+    a = values.detach().flatten().abs().to(_work_dtype(values.device))  # (n,)
+    n = a.numel()
+    if n == 0:
+        raise ValueError("magnitude_threshold: no values to take a quantile of")
+    v = torch.sort(a).values
+    p = q * (n - 1)  # the virtual index
+    lo = math.floor(p)
+    hi = min(lo + 1, n - 1)
+    t = p - lo
+    d = v[hi] - v[lo]
+    return v[lo] + t * d if t < 0.5 else v[hi] - (1.0 - t) * d
+
+
+# --- the layers and their weights ----------------------------------------------------------------
+
+def _mask_of(module: nn.Module) -> Mask | None:
+    """The layer's Mask parametrization, or None."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    for p in module.parametrizations.weight:
+        if isinstance(p, Mask):
+            return p
+    return None
+
+
+def _original(module: nn.Module) -> torch.Tensor:
+    """The stored weight Parameter (the same object before and after pruning)."""
+    if parametrize.is_parametrized(module, "weight"):
+        return module.parametrizations.weight.original
+    return module.weight
+
+
+def _float_weight(module: nn.Module) -> torch.Tensor:
+    """original * mask: what pruning ranks; other parametrizations (a quantizer) are left out."""
+    W = _original(module).detach()
+    m = _mask_of(module)
+    return W if m is None else W * m.mask
+
+
+def _layers(net: nn.Module, layers=None) -> list[tuple[str, nn.Module]]:
+    """(name, module) pairs to prune: `layers` (pairs or names of net's modules) or prunable_layers."""
+    if layers is None:
+        pairs = prunable_layers(net)
+    else:
+        modules = dict(net.named_modules())
+        pairs = []
+        for item in layers:
+            if isinstance(item, str):
+                if item not in modules:
+                    raise ValueError(f"layer {item!r} is not a module of the model; "
+                                     f"prunable layers: {[n for n, _ in prunable_layers(net)]}")
+                item = (item, modules[item])
+            pairs.append(tuple(item))
+    if not pairs:
+        raise ValueError("the model has no prunable layer (no nn.Conv2d or nn.Linear): nothing to prune")
+    for name, module in pairs:
+        if not isinstance(getattr(module, "weight", None), torch.Tensor):
+            raise ValueError(f"layer {name!r} ({type(module).__name__}) has no weight tensor to prune")
+    return pairs
+
+
+def _check_finite(pairs, weights) -> None:
+    """ValueError naming every layer whose (masked float) weight holds NaN; one host sync."""
+    device = weights[0].device
+    bad = torch.stack([torch.isnan(w).any().to(device) for w in weights]).tolist()
+    nan_layers = [name for (name, _), b in zip(pairs, bad) if b]
+    if nan_layers:
+        raise ValueError(f"NaN weights in layer(s) {nan_layers}: a quantile of them is undefined. "
+                         f"Nothing was pruned; check the training run that produced these weights "
+                         f"(learning rate, loss) or reload a good checkpoint.")
+
+
+# --- pruning ---------------------------------------------------------------------------------------
+
+def _apply(module: nn.Module, keep: torch.Tensor, hold: bool, optimizer) -> torch.Tensor:
+    """Zero the pruned entries of the stored weight; with hold, (re)set the layer's mask.
+
+    Returns the layer's kept mask (bool, True = kept). An existing mask is never loosened:
+    keep is and-ed with it, and it is tightened even with hold=False.
+    """
+    original = _original(module)
+    existing = _mask_of(module)
+    with torch.no_grad():
+        if existing is not None:
+            keep = keep & existing.mask
+        original.masked_fill_(~keep, 0.0)
+        if existing is not None:
+            existing.mask.copy_(keep)
+        elif hold:
+            _add_mask(module, keep)
+        if optimizer is not None:
+            _clear_state(optimizer, original, keep)
+    return keep
+
+
+def _add_mask(module: nn.Module, keep: torch.Tensor) -> None:
+    mask = Mask(keep.clone())
+    if parametrize.is_parametrized(module, "weight"):
+        # Another parametrization (a quantizer) is already there: put the mask first, so that the
+        # quantizer sees original * mask and the mask's state_dict key is always '...weight.0.mask'.
+        module.parametrizations.weight.insert(0, mask)
+    else:
+        parametrize.register_parametrization(module, "weight", mask)
+
+
+def _clear_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: torch.Tensor) -> None:
+    """Zero the optimizer's per-element state (momentum, Adam moments) at pruned positions.
+
+    Without this a momentum buffer built up before pruning keeps moving `original` at masked
+    positions for a while (harmless for the forward pass, which multiplies by the mask, but
+    then `original` is no longer zero there).
+    """
+    for value in optimizer.state.get(param, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value.masked_fill_(~keep, 0)
+
+
+def prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimizer=None,
+                        layers=None) -> dict[str, torch.Tensor]:
+    """Per-layer magnitude pruning: in each prunable layer, prune every weight with
+    |w| <= the q-quantile of that layer's |w| (see the module docstring for the formula).
+
+    Args:
+        q: fraction in [0, 1]. q = 0 prunes the weights equal to the layer's smallest |w|;
+           q = 1 prunes all. A layer already masked is ranked on original * mask (its pruned
+           weights count as zeros), and its mask is tightened, never loosened.
+        hold: True: a `Mask` parametrization holds the pruned weights at zero from now on.
+              False: zero them in place only; training may regrow them.
+        optimizer: if given, its per-element state (momentum, ...) is zeroed at pruned positions.
+        layers: the layers to prune, as names or (name, module) pairs; default
+                ``labkit.models.prunable_layers(net)`` (every Conv2d and Linear, model order).
+
+    Returns {layer name: bool mask (True = kept)} of what was applied, in model order.
+    Raises ValueError, before changing anything, for q outside [0, 1] or NaN, NaN weights,
+    or a model without a prunable layer.
+    """
+    q = _check_q(q)
+    pairs = _layers(net, layers)
+    weights = [_float_weight(m) for _, m in pairs]
+    _check_finite(pairs, weights)
+    applied = {}
+    for (name, module), W in zip(pairs, weights):
+        threshold = magnitude_threshold(W, q)
+        keep = W.abs().to(threshold.dtype) > threshold
+        applied[name] = _apply(module, keep, hold, optimizer)
+    return applied
+
+
+def global_prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimizer=None,
+                               layers=None) -> dict[str, torch.Tensor]:
+    """Global magnitude pruning: ONE threshold, the q-quantile of |w| over all prunable weights
+    together; every weight with |w| <= threshold is pruned, whatever its layer.
+
+    Arguments, return value and errors as `prune_by_percentage`. Layers whose weights are small
+    compared with the others' end up sparser than q, layers with large weights denser.
+    """
+    q = _check_q(q)
+    pairs = _layers(net, layers)
+    weights = [_float_weight(m) for _, m in pairs]
+    _check_finite(pairs, weights)
+    device = weights[0].device
+    threshold = magnitude_threshold(torch.cat([W.flatten().to(device) for W in weights]), q)
+    applied = {}
+    for (name, module), W in zip(pairs, weights):
+        keep = W.abs().to(threshold.dtype) > threshold.to(W.device)
+        applied[name] = _apply(module, keep, hold, optimizer)
+    return applied
+
+
+def masks(net: nn.Module) -> dict[str, torch.Tensor]:
+    """{layer name: bool mask (True = kept)} of the layers that hold a mask, in model order."""
+    return {name: m.mask for name, module in net.named_modules() if (m := _mask_of(module)) is not None}
+
+
+def make_permanent(net: nn.Module) -> nn.Module:
+    """Bake the masks in: every masked layer's weight becomes a plain Parameter again, holding
+    zeros at pruned positions (``remove_parametrizations(..., leave_parametrized=True)``).
+
+    The Parameter object is the same one the layer had (an optimizer keeps working), but nothing
+    holds the zeros any more. Any other parametrization of that weight (a quantizer) is baked in
+    too. Returns ``net``.
+    """
+    for _, module in list(net.named_modules()):
+        if _mask_of(module) is not None:
+            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return net
+
+
+_MASK_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.0\.mask$")
+
+
+def load_pruned(net: nn.Module, state_dict) -> nn.Module:
+    """Load a state dict saved from a pruned model (``torch.save(net.state_dict(), path)``) into
+    ``net``, e.g. a fresh ``resnet20()``: first give every layer that has a mask in the state dict
+    a `Mask`, then ``net.load_state_dict(state_dict)`` (strict).
+
+    ``state_dict`` is a mapping or a path (read with ``torch.load(..., weights_only=True)`` onto
+    the model's device). Returns ``net``.
+    """
+    if isinstance(state_dict, (str, Path)):
+        device = next(iter(net.parameters()), torch.empty(0)).device
+        state_dict = torch.load(state_dict, map_location=device, weights_only=True)
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"load_pruned expects a state dict or a path to one, got {type(state_dict).__name__}")
+    modules = dict(net.named_modules())
+    for key, value in state_dict.items():
+        match = _MASK_KEY.match(key)
+        if match is None:
+            continue
+        name = match.group("name") or ""
+        module = modules.get(name)
+        if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
+            raise ValueError(f"the state dict has a mask for layer {name!r}, which this model lacks "
+                             f"(or which has no weight): was it saved from another architecture?")
+        if tuple(value.shape) != tuple(module.weight.shape):
+            raise ValueError(f"mask {key} has shape {tuple(value.shape)} but the layer's weight has "
+                             f"{tuple(module.weight.shape)}: was it saved from another architecture?")
+        existing = _mask_of(module)
+        keep = value.to(device=_original(module).device, dtype=torch.bool)
+        with torch.no_grad():
+            if existing is not None:
+                existing.mask.copy_(keep)
+            else:
+                _add_mask(module, keep)
+    net.load_state_dict(state_dict)
+    return net
+
+
+# --- sparsity ---------------------------------------------------------------------------------------
+
+@dataclass
+class Sparsity:
+    """Fraction of zero weights per prunable layer (model order) and in total.
+
+    zeros, sizes: {layer: count}; layers: {layer: zeros / size}; total = sum(zeros) / sum(sizes),
+    i.e. the layers' fractions weighted by their sizes.
+    """
+
+    zeros: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> dict[str, float]:
+        return {name: self.zeros[name] / self.sizes[name] for name in self.sizes}
+
+    @property
+    def total(self) -> float:
+        return sum(self.zeros.values()) / sum(self.sizes.values())
+
+    def __getitem__(self, name: str) -> float:
+        return self.zeros[name] / self.sizes[name]
+
+    def table(self) -> str:
+        return sparsity_table(self)
+
+
+def sparsity(net: nn.Module, *, layers=None) -> Sparsity:
+    """Zeros of the effective weight (``module.weight``: what forward uses, after the mask and any
+    other parametrization) in every prunable layer. One host sync for all layers."""
+    pairs = _layers(net, layers)
+    with torch.no_grad():
+        device = pairs[0][1].weight.device
+        counts = torch.stack([(m.weight == 0).sum().to(device) for _, m in pairs]).tolist()
+    return Sparsity(zeros={name: z for (name, _), z in zip(pairs, counts)},
+                    sizes={name: m.weight.numel() for name, m in pairs})
+
+
+def sparsity_table(results) -> str:
+    """Text table: one row per layer (size, then sparsity for each result) and a 'total' row.
+
+    results: one `Sparsity`, or {label: Sparsity} to compare models side by side (same layers).
+    """
+    from .report import table
+
+    if isinstance(results, Sparsity):
+        results = {"sparsity": results}
+    if not results:
+        raise ValueError("sparsity_table: no result to show")
+    first = next(iter(results.values()))
+    for label, s in results.items():
+        if list(s.sizes) != list(first.sizes) or s.sizes != first.sizes:
+            raise ValueError(f"sparsity_table: result {label!r} has other layers than the first; "
+                             f"compare models of the same architecture")
+    rows = [[name, size] + [s[name] for s in results.values()] for name, size in first.sizes.items()]
+    rows.append(["total", sum(first.sizes.values())] + [s.total for s in results.values()])
+    return table(rows, ["layer", "weights"] + list(results), floatfmt=".2%")
+
+
+# --- callbacks for labkit.train.train ---------------------------------------------------------------
+
+class HoldMasks(Callback):
+    """Fine-tuning a pruned model (Lab 2 (c)). The masks hold the zeros on their own (they are
+    parametrizations); this callback checks at the start that the model has masks and records the
+    total sparsity of every epoch in ``record['sparsity']`` (one host sync per epoch)."""
+
+    def on_train_begin(self, net, optimizer):
+        if not masks(net):
+            raise ValueError("HoldMasks: the model holds no pruning mask, so its zeros would not stay "
+                             "zero; prune it first with prune_by_percentage(net, q) (hold=True)")
+
+    def on_epoch_end(self, epoch, net, record):
+        record["sparsity"] = sparsity(net).total
+
+
+class IterativePruning(Callback):
+    """Prune on a schedule (Lab 2 (d), (e)): before epoch e = 1..steps (``epoch`` = e - 1 counts
+    from 0) prune to q_e = target * e / steps, per layer (scope='layer') or with one global
+    threshold (scope='global').
+
+    Steps e < steps zero the pruned weights but hold nothing: the optimizer may regrow them.
+    Step e = steps reaches the target and holds the mask from then on (the optimizer's momentum
+    at the pruned positions is cleared, so the stored weights stay zero too).
+
+    Records per epoch: ``sparsity_start`` (total sparsity right after this epoch's pruning step,
+    or at its start when there is none), ``sparsity`` (at the end of the epoch: below q_e before
+    the last step, as weights regrow), and ``eligible`` = False until the target is reached, so
+    that the best accuracy counts only epochs at the final sparsity.
+    """
+
+    def __init__(self, target: float = 0.8, steps: int = 10, scope: str = "layer", layers=None):
+        self.target = _check_q(target)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1 (the number of pruning epochs), got {steps!r}")
+        if scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' (one threshold per layer) or 'global' "
+                             f"(one threshold for all layers), got {scope!r}")
+        self.steps, self.scope, self.layers = steps, scope, layers
+        self._start = None
+
+    def q(self, epoch: int) -> float | None:
+        """The fraction pruned before `epoch` (from 0), or None when there is no step then."""
+        return self.target * (epoch + 1) / self.steps if epoch < self.steps else None
+
+    def on_epoch_begin(self, epoch, net, optimizer):
+        q = self.q(epoch)
+        if q is not None:
+            hold = epoch + 1 == self.steps
+            prune = prune_by_percentage if self.scope == "layer" else global_prune_by_percentage
+            prune(net, q, hold=hold, optimizer=optimizer if hold else None, layers=self.layers)
+        self._start = sparsity(net, layers=self.layers).total
+
+    def on_epoch_end(self, epoch, net, record):
+        record["sparsity_start"] = self._start
+        record["sparsity"] = sparsity(net, layers=self.layers).total
+        reached = epoch + 1 >= self.steps
+        record["eligible"] = record.get("eligible", True) and reached
