@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import importlib
-import io
 import os
 import pickle
 import shutil
@@ -307,7 +306,7 @@ def _augment_with(images: torch.Tensor, dy, dx, flip, pad: int = PAD) -> torch.T
     padded = F.pad(images, (pad, pad, pad, pad))                           # (B, C, H+2p, W+2p)
     rows = dy[:, None] + torch.arange(H, device=images.device)             # (B, H)
     cols = dx[:, None] + torch.arange(W, device=images.device)             # (B, W)
-    pass                  # mirror the window
+    cols = torch.where(flip[:, None], cols.flip(1), cols)                  # mirror the window
     b = torch.arange(B, device=images.device)[:, None, None, None]         # (B, 1, 1, 1)
     c = torch.arange(C, device=images.device)[None, :, None, None]         # (1, C, 1, 1)
     return padded[b, c, rows[:, None, :, None], cols[:, None, None, :]]    # (B, C, H, W)

@@ -1,7 +1,6 @@
 """labkit.download: data_dir precedence and fetch() against a real local HTTP server (offline)."""
 import hashlib
 import http.server
-import os
 import socket
 import threading
 from pathlib import Path
