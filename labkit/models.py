@@ -2,14 +2,21 @@
 
 The architecture follows Yerlan Idelbayev's `pytorch_resnet_cifar10` (BSD 2-clause), whose
 `resnet20-12fca82f.th` we load: 3x3 conv (3→16) + BN + ReLU, three stages of three basic blocks
-(16/32/64 channels, stride 2 at the first block of stages 2 and 3), global average pool, Linear(64→10).
+(16/32/64 channels, stride 2 at the first block of stages 2 and 3), global average pool,
+Linear(64→10).
 Shortcuts are "option A": parameter-free, so the only weights are the 19 convolutions (no bias) and
 the final Linear, 268 336 prunable weights in all.
 
 Module names read well in a sparsity table: conv1, bn1, stage1.0.conv1, stage1.0.bn1, ...,
 stage3.2.conv2, fc. `prunable_layers(net)` lists the Conv2d and Linear modules in model order.
 
-The model carries its input normalisation (buffers `mean`, `std`): forward takes float images in [0, 1].
+The model carries its input normalisation (buffers `mean`, `std`): forward takes float images
+in [0, 1].
+
+Loading: `resnet20(pretrained=True)` finds or downloads the file, `load_checkpoint(net, path)`
+checks its SHA-256 and reads it, `load_weights(net, state)` checks that the keys fit and copies
+them, `convert_state_dict(state)` renames the published keys (module.layerN.i.* -> stageN.i.*,
+linear -> fc).
 """
 import re
 from pathlib import Path
@@ -23,7 +30,7 @@ from . import download
 CHECKPOINT_URL = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
                   "pretrained_models/resnet20-12fca82f.th")
 CHECKPOINT_FILE = "resnet20-12fca82f.th"
-CHECKPOINT_SHA256_PREFIX = "12fca82f"  # torch.hub convention: the hex in the name starts the SHA-256
+CHECKPOINT_SHA256_PREFIX = "12fca82f"  # torch.hub convention: the name's hex starts the SHA-256
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what the published checkpoint was trained with
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -44,8 +51,9 @@ class OptionAShortcut(nn.Module):
                              f"use planes = 2 * in_planes")
 
     def forward(self, x):
-        x = x[:, :, ::self.stride, ::self.stride]                    # (B, C, H/s, W/s)
-        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad), "constant", 0.0)  # (B, C + 2*pad, H/s, W/s)
+        x = x[:, :, ::self.stride, ::self.stride]  # (B, C, H/s, W/s)
+        # pad = (W left, W right, H top, H bottom, C front, C back): zeros only in the channels
+        return F.pad(x, (0, 0, 0, 0, self.pad, self.pad), "constant", 0.0)  # (B, C+2*pad, H/s, W/s)
 
     def extra_repr(self):
         return f"stride={self.stride}, pad_channels={self.pad}"
@@ -130,9 +138,14 @@ def _unwrap(checkpoint: dict) -> dict:
 
 
 def _convert_key(key: str) -> str:
-    pass
+    key = key.removeprefix("module.")
     key = re.sub(r"^layer(\d+)\.", r"stage\1.", key)
     return re.sub(r"^linear\.", "fc.", key)
+
+
+def _absent_from_published(key: str) -> bool:
+    """Model state that the published file does not carry (kept from the model when loading)."""
+    return key in ("mean", "std") or key.endswith(".num_batches_tracked")
 
 
 def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
@@ -146,8 +159,7 @@ def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
     origin = {_convert_key(k): k for k in raw}  # labkit name -> name in the checkpoint
     state = convert_state_dict(raw)
     own = net.state_dict()
-    optional = lambda k: k in ("mean", "std") or k.endswith(".num_batches_tracked")  # noqa: E731
-    missing = [k for k in own if k not in state and not optional(k)]
+    missing = [k for k in own if k not in state and not _absent_from_published(k)]
     unexpected = [origin[k] for k in state if k not in own]
     shapes = [f"{origin[k]}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
               for k, v in state.items() if k in own and v.shape != own[k].shape]
@@ -175,11 +187,12 @@ def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> R
         m = re.search(r"-([0-9a-f]{8,64})\.[^.]*$", path.name)
         sha256_prefix = m.group(1) if m else None
     if sha256_prefix is not None:
+        sha256_prefix = sha256_prefix.lower()
         actual = download.sha256(path)
         if not actual.startswith(sha256_prefix):
-            raise ValueError(f"checkpoint {path} is corrupt or not the expected file: its SHA-256 is "
-                             f"{actual}, expected one starting with {sha256_prefix}. Delete it so "
-                             f"that it is downloaded again, or replace it with a good copy.")
+            raise ValueError(f"checkpoint {path} is corrupt or not the expected file: its SHA-256 "
+                             f"is {actual}, expected one starting with {sha256_prefix}. Delete it "
+                             f"so that it is downloaded again, or replace it with a good copy.")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     return load_weights(net, checkpoint)
 
@@ -193,8 +206,8 @@ def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None) -> R
     net = ResNet((3, 3, 3), num_classes=num_classes)
     if pretrained:
         if num_classes != 10:
-            raise ValueError(f"the pretrained checkpoint has 10 classes, got num_classes={num_classes}; "
-                             f"use pretrained=False for another number of classes")
+            raise ValueError(f"the pretrained checkpoint has 10 classes, got "
+                             f"num_classes={num_classes}; use pretrained=False for another number")
         path = download.data_dir(root) / CHECKPOINT_FILE
         if not path.is_file():
             download.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,

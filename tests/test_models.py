@@ -24,7 +24,7 @@ CONVS = ([("conv1", 3, 16)]
 
 
 def random_net(seed: int) -> models.ResNet:
-    """A ResNet-20 with random weights and random (non-default) BatchNorm statistics, in eval mode."""
+    """A ResNet-20 with random weights and random (non-default) BatchNorm statistics, eval mode."""
     torch.manual_seed(seed)
     net = resnet20()
     for m in net.modules():
@@ -37,7 +37,7 @@ def random_net(seed: int) -> models.ResNet:
 
 
 def option_a_reference(x: torch.Tensor, c_out: int) -> torch.Tensor:
-    """Subsample by 2, put the channels in the middle of c_out zero channels (independent of F.pad)."""
+    """Subsample by 2; the channels sit in the middle of c_out zero channels (no F.pad used)."""
     b, c, h, w = x.shape
     y = torch.zeros(b, c_out, h // 2, w // 2, dtype=x.dtype)
     lo = (c_out - c) // 2
@@ -148,8 +148,11 @@ def test_option_a_shortcut_is_subsample_and_zero_pad_without_parameters():
 def test_block_at_stage_change_matches_hand_composition():
     net = random_net(1)
     seen = {}
-    hooks = [b.register_forward_hook(lambda mod, inp, out, name=name: seen.__setitem__(name, (inp[0], out)))
-             for name, b in [("stage2.0", net.stage2[0]), ("stage3.0", net.stage3[0])]]
+    def keep(name):
+        return lambda module, inp, out: seen.__setitem__(name, (inp[0], out))
+
+    hooks = [net.stage2[0].register_forward_hook(keep("stage2.0")),
+             net.stage3[0].register_forward_hook(keep("stage3.0"))]
     with torch.no_grad():
         net(torch.rand(2, 3, 32, 32))
         for name, block, shape in [("stage2.0", net.stage2[0], (2, 32, 16, 16)),
@@ -165,7 +168,7 @@ def test_block_at_stage_change_matches_hand_composition():
 # ---------------------------------------------------------------- checkpoint loading
 
 def published_layout(net) -> dict:
-    """The file layout of pytorch_resnet_cifar10, built from a labkit model (inverse key mapping)."""
+    """The file layout of pytorch_resnet_cifar10 built from a labkit model (inverse key mapping)."""
     sd = {}
     for k, v in net.state_dict().items():
         if k in ("mean", "std") or k.endswith("num_batches_tracked"):
