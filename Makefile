@@ -8,7 +8,7 @@ install:  ## install labkit and every pinned dependency into the current Python
 	$(PYTHON) -m pip install -q -r requirements.txt
 
 book: install  ## build the course site into _build/html (strict: any warning fails)
-	$(PYTHON) -m jupyter_book build . $(BOOK_FLAGS)
+	jupyter-book build . $(BOOK_FLAGS)
 	@echo "The site is at _build/html/index.html"
 
 test: install  ## every test: labkit's unit tests, the strict book build, the notebooks (CI profile)

@@ -7,6 +7,10 @@ Lab 1 (optimisation trajectories), one run = ``(losses, weights)``: losses (T,) 
 (T, d), entry t being the state after step t + 1.
   plot_runs     small multiples: one row per run, log L on the left, each w_j on the right
   plot_overlay  several runs on the same two panels (one line style per run)
+
+Lab 2: plot_sparsity  per-layer sparsity as grouped bars, several models side by side
+       plot_accuracy_vs_sparsity  test accuracy of one-shot pruned models against the fraction pruned
+       plot_histories  test accuracy per epoch of several training runs (labkit.train.History)
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_runs", "plot_overlay"]
+__all__ = ["plot_runs", "plot_overlay", "plot_sparsity", "plot_accuracy_vs_sparsity", "plot_histories"]
 
 LINESTYLES = ("-", "--", ":", "-.")
 
@@ -115,3 +119,90 @@ def plot_overlay(runs, *, steps=None, target=None, title=None):
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_sparsity(results, *, ax=None, title=None):
+    """Per-layer sparsity as grouped bars, one colour per model, layers in model order.
+
+    results: {label: labkit.prune.Sparsity} (e.g. {"layer-wise": s1, "global": s2}) or one Sparsity;
+             every result must have the same layers. The legend gives each model's total sparsity.
+    ax:      draw into this Axes (default: a new figure).
+    """
+    if hasattr(results, "layers"):
+        results = {"sparsity": results}
+    if not isinstance(results, dict) or not results:
+        raise ValueError("results must be a non-empty dict {label: Sparsity} (or one Sparsity)")
+    names = list(next(iter(results.values())).layers)
+    for label, s in results.items():
+        if list(s.layers) != names:
+            raise ValueError(f"result {label!r} has other layers than the first: compare models "
+                             f"of the same architecture")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(names) + 1.5), 3.8), layout="constrained")
+    x = np.arange(len(names))
+    width = 0.8 / len(results)
+    for i, (label, s) in enumerate(results.items()):
+        ax.bar(x + (i - (len(results) - 1) / 2) * width, list(s.layers.values()), width,
+               color=f"C{i % 10}", label=f"{label} (total {s.total:.1%})")
+    ax.set_xticks(x, names, rotation=90, fontsize="small")
+    ax.set_ylim(0, 1)
+    ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
+    ax.set_ylabel("sparsity (fraction of zero weights)")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_accuracy_vs_sparsity(accuracy, *, dense=None, ax=None, title=None):
+    """Test accuracy against the fraction of weights pruned: ``accuracy`` = {q: accuracy in [0, 1]};
+    ``dense`` (optional) draws the unpruned model's accuracy as a dashed line."""
+    if not isinstance(accuracy, dict) or not accuracy:
+        raise ValueError("accuracy must be a non-empty dict {fraction pruned: test accuracy}")
+    fig, ax = _figure(ax, (5, 3.5))
+    qs = sorted(accuracy)
+    ax.plot([100 * q for q in qs], [100 * accuracy[q] for q in qs], "o-", label="pruned, no fine-tuning")
+    if dense is not None:
+        ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"dense ({dense:.2%})")
+    ax.set(xlabel="weights pruned per layer (%)", ylabel="test accuracy (%)",
+           title=title or "One-shot magnitude pruning")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def plot_histories(histories, *, dense=None, ax=None, title=None):
+    """Test accuracy per epoch of several runs, ``histories`` = {label: labkit.train.History}.
+
+    Epochs that do not count for the best accuracy (``eligible`` False: before the final sparsity)
+    are drawn with hollow markers; each run's best eligible epoch is starred."""
+    if not isinstance(histories, dict) or not histories:
+        raise ValueError("histories must be a non-empty dict {label: History}")
+    fig, ax = _figure(ax, (7, 4))
+    for label, h in histories.items():
+        epochs = h.column("epoch")
+        acc = [100 * a for a in h.column("test_acc")]
+        eligible = [r.get("eligible", True) for r in h.records]
+        (line,) = ax.plot(epochs, acc, "-", label=f"{label} (best {h.best_acc:.2%})")
+        ax.plot([e for e, ok in zip(epochs, eligible) if ok], [a for a, ok in zip(acc, eligible) if ok],
+                "o", color=line.get_color(), ms=4)
+        ax.plot([e for e, ok in zip(epochs, eligible) if not ok], [a for a, ok in zip(acc, eligible) if not ok],
+                "o", color=line.get_color(), ms=4, mfc="none")
+        if h.best_epoch is not None:
+            ax.plot(h.best_epoch, 100 * h.best_acc, "*", color=line.get_color(), ms=12)
+    if dense is not None:
+        ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"dense ({dense:.2%})")
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title or "Test accuracy per epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _figure(ax, size):
+    """A new (Figure, Axes) of ``size`` inches, or the Figure of the given Axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=size, layout="constrained")
+    return fig, ax

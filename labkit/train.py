@@ -148,7 +148,7 @@ class History:
         return table(rows, ["epoch", *keys])
 
     def plot(self, ax=None, label: str | None = None):
-        """Test accuracy per epoch; returns the Axes."""
+        """Test accuracy per epoch; returns the Figure (see :func:`labkit.plots.plot_histories`)."""
         from .plots import plot_histories
 
         return plot_histories({label or "run": self}, ax=ax)
