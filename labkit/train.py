@@ -250,8 +250,8 @@ def train(
         for cb in callbacks:
             cb.on_epoch_end(epoch, net, record)
         history.records.append(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.2%}",
-                        best=f"{history.best_acc:.2%}", refresh=False)
+        best = "-" if history.best_epoch is None else f"{history.best_acc:.2%}"  # "-": no eligible epoch yet
+        bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.2%}", best=best, refresh=False)
         bar.update(1)
     bar.close()
     for cb in callbacks:
