@@ -208,9 +208,14 @@ def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None) -> R
         if num_classes != 10:
             raise ValueError(f"the pretrained checkpoint has 10 classes, got "
                              f"num_classes={num_classes}; use pretrained=False for another number")
-        path = download.data_dir(root) / CHECKPOINT_FILE
+        folder, source = download._data_dir_with_source(root)
+        path = folder / CHECKPOINT_FILE
         if not path.is_file():
-            download.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
-                           desc="ResNet-20 checkpoint")
+            try:
+                download.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
+                               desc="ResNet-20 checkpoint")
+            except download.DownloadError as e:
+                raise type(e)(f"{e}\nThe checkpoint was looked for at {path.absolute()} "
+                              f"(folder from {source}).") from e
         load_checkpoint(net, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX)
     return net

@@ -18,6 +18,7 @@ A notebook's parameters cell states the course's values and passes them through
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from dataclasses import dataclass
 
@@ -45,7 +46,7 @@ def current() -> Profile:
 
 def epochs(n: int) -> int:
     """An epoch count of the course (``n``) as this profile runs it."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
         raise ValueError(f"epochs: n must be a non-negative int, got {n!r}")
     if n == 0:
         return 0

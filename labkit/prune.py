@@ -31,6 +31,7 @@ Masks are in ``net.state_dict()`` (keys ``<layer>.parametrizations.weight.0.mask
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -414,7 +415,7 @@ class IterativePruning(Callback):
 
     def __init__(self, target: float = 0.8, steps: int = 10, scope: str = "layer", layers=None):
         self.target = _check_q(target)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
             raise ValueError(f"steps must be an int >= 1 (the number of pruning epochs), got {steps!r}")
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' (one threshold per layer) or 'global' "

@@ -65,7 +65,7 @@ def soft_threshold(v, t):
     It is the proximal operator of t ||.||_1: S_t(v) = argmin_x 0.5 ||x - v||^2 + t ||x||_1.
     Elements with |v| <= t become exactly 0; the others move towards 0 by t.
     """
-    if not np.isfinite(t) or t < 0:
+    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not np.isfinite(t) or t < 0:
         raise ValueError(f"soft_threshold: t must be a finite number >= 0, got {t!r}")
     v = np.asarray(v, dtype=float)
     return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)

@@ -14,6 +14,7 @@ the loss and the count of correct predictions accumulate on the device and
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
 
     The model's train/eval mode is restored afterwards.
     """
+    if not isinstance(split, Split):
+        hint = "; pass one split of it, e.g. data.test" if isinstance(split, CIFAR10) else ""
+        raise ValueError(f"evaluate needs a labkit.data.Split, got {type(split).__name__}{hint}")
     if len(split) == 0:
         raise ValueError("evaluate: the split holds no images")
     device = model_device(net)
@@ -71,13 +75,16 @@ class Callback:
     ``epoch`` counts from 0. ``record`` is the epoch's dict in :attr:`History.records`
     (``epoch``, ``loss``, ``train_acc``, ``test_acc``, ``train_time``, ``time``); a callback may add keys
     (e.g. ``sparsity``) and may set ``record['eligible'] = False`` so that the epoch
-    does not count for the best accuracy.
+    does not count for the best accuracy. ``on_record`` comes after every callback's
+    ``on_epoch_end``, with the epoch's final record: act on it there (save, log), so that the
+    order of the callbacks does not matter.
     """
 
     def on_train_begin(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
     def on_epoch_begin(self, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
     def on_step_end(self, net: nn.Module) -> None: ...
     def on_epoch_end(self, epoch: int, net: nn.Module, record: dict) -> None: ...
+    def on_record(self, epoch: int, net: nn.Module, record: dict) -> None: ...
     def on_train_end(self, net: nn.Module) -> None: ...
 
 
@@ -88,7 +95,7 @@ class SaveBest(Callback):
         self.path = path
         self.best = -math.inf
 
-    def on_epoch_end(self, epoch, net, record):
+    def on_record(self, epoch, net, record):
         if record.get("eligible", True) and record["test_acc"] > self.best:
             self.best = record["test_acc"]
             torch.save(net.state_dict(), self.path)
@@ -134,7 +141,8 @@ class History:
                 f" (final {self.final_acc:.2%})")
 
     def table(self, *keys: str) -> str:
-        """A text table of the given record keys, one row per epoch (accuracies and sparsities as %)."""
+        """A text table of the given record keys, one row per epoch; accuracies and sparsities
+        (keys containing ``acc`` or ``sparsity``) as percentages, other values with 4 digits."""
         from .report import table
 
         keys = keys or ("loss", "test_acc")
@@ -143,7 +151,7 @@ class History:
             row = [r["epoch"]]
             for k in keys:
                 v = r.get(k)
-                row.append("" if v is None else f"{v:.4f}" if k == "loss" else f"{v:.2%}")
+                row.append("" if v is None else f"{v:.2%}" if _is_fraction(k) else f"{v:.4g}")
             rows.append(row)
         return table(rows, ["epoch", *keys])
 
@@ -152,6 +160,10 @@ class History:
         from .plots import plot_histories
 
         return plot_histories({label or "run": self}, ax=ax)
+
+
+def _is_fraction(key: str) -> bool:
+    return "acc" in key or "sparsity" in key
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -200,12 +212,15 @@ def train(
     ``train_time`` of the training steps and ``time`` of the whole epoch, and whatever the
     callbacks record).
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 0:
         raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not lr > 0:
+        raise ValueError(f"lr must be a number > 0, got {lr!r}")
+    if not isinstance(data, CIFAR10):
+        raise ValueError(f"train needs the whole dataset (labkit.data.cifar10()), with .train and .test; "
+                         f"got {type(data).__name__}")
     device = model_device(net)
     train_split = data.train
     n = profile.train_samples()
@@ -249,6 +264,8 @@ def train(
         record["time"] = time.perf_counter() - start           # ... and of testing
         for cb in callbacks:
             cb.on_epoch_end(epoch, net, record)
+        for cb in callbacks:
+            cb.on_record(epoch, net, record)
         history.records.append(record)
         best = "-" if history.best_epoch is None else f"{history.best_acc:.2%}"  # "-": no eligible epoch yet
         bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.2%}", best=best, refresh=False)

@@ -247,9 +247,9 @@ def test_bad_batch_contents_are_named(tmp_path, bad, pattern):
 
 # --------------------------------------------------------------------------- real offline data
 
-def test_real_cifar10_offline_copy(data_root, capsys):
-    ds = cifar10(root=data_root, download=False, verbose=True)
-    folder = (data_root / D.FOLDER).absolute()
+def test_real_cifar10_offline_copy(subset_root, capsys):
+    ds = cifar10(root=subset_root, download=False, verbose=True)
+    folder = (subset_root / D.FOLDER).absolute()
     assert capsys.readouterr().out.strip() == \
         f"CIFAR-10: 5085 train / 1017 test images (from {folder})"
     assert ds.train.images.shape == (5085, 3, 32, 32) and ds.test.images.shape == (1017, 3, 32, 32)

@@ -321,17 +321,33 @@ def test_pretrained_corrupt_local_file_is_reported(tmp_path, monkeypatch):
     assert str(path) in msg and "12fca82f" in msg and actual in msg and "Delete" in msg
 
 
+def test_pretrained_offline_says_where_it_looked(tmp_path, monkeypatch):
+    """No file and no network: the error names the URL's failure, the path and where the folder came from."""
+    from labkit import download
+
+    def offline(url, dest, **kwargs):
+        raise download.DownloadError(f"Could not download {url}: no network. "
+                                     f"{download.offline_hint(dest.name)}")
+
+    monkeypatch.setattr(download, "fetch", offline)
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path))
+    with pytest.raises(download.DownloadError) as err:
+        resnet20(pretrained=True)
+    msg = str(err.value)
+    assert str(tmp_path / "resnet20-12fca82f.th") in msg and "$LABKIT_DATA" in msg and "LABKIT_DATA=" in msg
+
+
 def test_pretrained_needs_ten_classes():
     with pytest.raises(ValueError, match="num_classes=100"):
         resnet20(pretrained=True, num_classes=100)
 
 
-def test_pretrained_accuracy_on_test_subset(data_root):
+def test_pretrained_accuracy_on_test_subset(subset_root):
     from labkit.data import cifar10
 
-    test = cifar10(data_root, download=False, verbose=False).test
+    test = cifar10(subset_root, download=False, verbose=False).test
     assert len(test.labels) == 1017
-    net = resnet20(pretrained=True, root=data_root).eval()
+    net = resnet20(pretrained=True, root=subset_root).eval()
     correct = 0
     with torch.no_grad():
         for i in range(0, len(test.labels), 256):

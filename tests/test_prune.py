@@ -247,6 +247,9 @@ def test_iterative_pruning_schedule_regrowth_and_eligibility(scope):
         if held:
             assert regrown == 0
             assert sparsity(net).zeros == s.zeros
+            for n in LAYERS:   # the momentum was cleared: the stored weights stay zero too
+                layer = getattr(net, n)
+                assert (layer.parametrizations.weight.original[~masks(net)[n]] == 0).all()
         else:
             assert regrown > 0
         record = {"epoch": epoch + 1}

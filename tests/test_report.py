@@ -23,4 +23,10 @@ def test_header_names_profile_and_device(monkeypatch):
     monkeypatch.setenv("LABKIT_PROFILE", "ci")
     text = report.run_header(device="cpu")
     assert "profile 'ci'" in text and "device: cpu" in text
-    assert report.run_footer().startswith("run time:")
+    seconds = float(report.run_footer().split("(")[1].split(" s)")[0])
+    assert 0 <= seconds < 60
+
+
+def test_footer_without_header_says_so(monkeypatch):
+    monkeypatch.setattr(report, "_started", None)
+    assert "unknown" in report.run_footer()

@@ -316,3 +316,9 @@ def test_bad_input_raises_value_error_naming_the_argument(kwargs, name):
         sl.optimize(method, **kwargs)
     if name == "method":  # the message lists the allowed values
         assert all(m in str(err.value) for m in sl.METHODS)
+
+
+def test_soft_threshold_rejects_a_missing_or_non_numeric_threshold():
+    for t in (None, "0.1", True, float("nan"), -0.1):
+        with pytest.raises(ValueError, match="t must be"):
+            sl.soft_threshold(np.ones(3), t)

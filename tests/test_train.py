@@ -138,9 +138,41 @@ def test_bad_profile_and_bad_arguments_say_what_is_allowed(monkeypatch):
     with pytest.raises(ValueError, match="ci"):
         profile.current()
     monkeypatch.delenv("LABKIT_PROFILE")
-    for kwargs, word in [({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"lr": 0.0}, "lr")]:
+    bad = [({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"batch_size": True}, "batch_size"),
+           ({"lr": 0.0}, "lr"), ({"lr": None}, "lr")]
+    for kwargs, word in bad:
         with pytest.raises(ValueError, match=word):
             train(toy_net(), toy_data(), progress=False, **kwargs)
+    with pytest.raises(ValueError, match="whole dataset"):
+        train(toy_net(), toy_data().train, progress=False)
+    with pytest.raises(ValueError, match="data.test"):
+        evaluate(toy_net(), toy_data())
+
+
+def test_save_best_sees_eligibility_whatever_the_callback_order(tmp_path):
+    """A callback listed after SaveBest may still mark an epoch ineligible: SaveBest must respect it."""
+    class LateMarker(Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_end(self, epoch, net, record):
+            record["eligible"] = epoch == 0          # only the first epoch counts
+            self.weights.append({k: v.clone() for k, v in net.state_dict().items()})
+
+    path, marker = tmp_path / "best.pt", LateMarker()
+    h = train(toy_net(), toy_data(), epochs=3, lr=0.05, batch_size=64,
+              callbacks=[SaveBest(path), marker], progress=False)
+    accs = h.column("test_acc")
+    assert max(accs[1:]) > accs[0]                   # later epochs are better, but not eligible
+    saved = torch.load(path, weights_only=True)
+    assert h.best_epoch == 1
+    assert all(torch.equal(saved[k], marker.weights[0][k]) for k in saved)
+
+
+def test_history_table_formats_fractions_as_percent_and_the_rest_as_numbers():
+    h = History([{"epoch": 1, "loss": 0.123456, "test_acc": 0.5, "sparsity": 0.25, "time": 12.5}])
+    row = h.table("loss", "test_acc", "sparsity", "time").splitlines()[2].split()
+    assert row == ["1", "0.1235", "50.00%", "25.00%", "12.5"]
 
 
 def test_pick_device_prefers_the_argument_then_the_environment(monkeypatch):

@@ -1,0 +1,33 @@
+"""nbval for the lab notebooks: outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` are compared
+with the stored ones, which come from the reference run on the course's offline CIFAR-10 subset.
+
+With other data (e.g. the full dataset, downloaded on a fresh machine), a notebook that loads
+CIFAR-10 prints other accuracies, so its cells are still executed (an error fails) but their
+outputs are not compared; the header of the test run says which case applies.
+"""
+from pathlib import Path
+
+from labkit.data import is_reference_subset
+from labkit.download import data_dir
+
+
+def _uses_cifar(path: Path, cache={}) -> bool:
+    if path not in cache:
+        cache[path] = "cifar10(" in path.read_text(encoding="utf-8")
+    return cache[path]
+
+
+def pytest_report_header(config):
+    if is_reference_subset():
+        return "notebooks: checked outputs compared (the offline CIFAR-10 subset is in use)"
+    return (f"notebooks: {data_dir()} does not hold the offline CIFAR-10 subset of the stored runs, so "
+            f"the notebooks that load CIFAR-10 are executed but their outputs are not compared")
+
+
+def pytest_collection_modifyitems(config, items):
+    if is_reference_subset():
+        return
+    for item in items:
+        options = getattr(item, "options", None)          # nbval's cell items carry their options
+        if isinstance(options, dict) and _uses_cifar(Path(item.fspath)):
+            options["check"] = False
