@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import random
 import statistics
 import time
@@ -32,6 +33,8 @@ import time
 import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
+
+os.environ["LABKIT_PROFILE"] = "full"   # the CI profile would shrink labkit's epochs, not the baseline's
 
 from labkit import prune
 from labkit.data import CIFAR10, Split, batches
@@ -151,8 +154,8 @@ def main():
     parser.add_argument("--device", default=None, help="default: what labkit picks (CUDA, MPS, CPU)")
     parser.add_argument("--images", type=int, default=2048, help="training images per timed epoch")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--reps", type=int, default=7, help="interleaved epochs per loop (1-3)")
-    parser.add_argument("--steps", type=int, default=30, help="interleaved steps per masked variant (4)")
+    parser.add_argument("--reps", type=int, default=7, help="interleaved epochs per loop, for the training, data and evaluation figures")
+    parser.add_argument("--steps", type=int, default=30, help="interleaved training steps per variant, for the masked-training figure")
     args = parser.parse_args()
     device = pick_device(args.device)
     data, source = load_images(args.images, 1017, device)

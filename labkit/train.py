@@ -125,6 +125,11 @@ class History:
         return max(eligible, key=lambda r: r["test_acc"])["epoch"]
 
     @property
+    def eligible_epochs(self) -> list[int]:
+        """Epochs (from 1) that count for the best accuracy, e.g. those at the final sparsity."""
+        return [r["epoch"] for r in self._eligible]
+
+    @property
     def final_acc(self) -> float:
         return self.records[-1]["test_acc"] if self.records else math.nan
 

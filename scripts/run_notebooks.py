@@ -2,7 +2,7 @@
 
     python scripts/run_notebooks.py                 # every notebook in labs/, full profile
     python scripts/run_notebooks.py labs/lab2_pruning.ipynb
-    python scripts/run_notebooks.py --profile ci    # a quick rehearsal (do not commit its outputs)
+    python scripts/run_notebooks.py --profile ci    # a quick rehearsal, written to a temporary folder
 
 The data come from ``$LABKIT_DATA`` (or are downloaded; see README). Progress bars are
 stored as text. Prints how long each notebook took.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,14 +22,14 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(path: Path, timeout: int | None) -> float:
+def run(path: Path, timeout: int | None, out: Path) -> float:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(path.parent)}})
     start = time.perf_counter()
     client.execute()
     seconds = time.perf_counter() - start
-    nbformat.write(nb, path)
+    nbformat.write(nb, out)
     return seconds
 
 
@@ -41,12 +42,15 @@ def main() -> int:
     paths = args.notebooks or sorted((REPO / "labs").glob("*.ipynb"))
     os.environ["LABKIT_PROFILE"] = args.profile
     os.environ.setdefault("LABKIT_PROGRESS", "text")
+    # Only the full profile's outputs belong in the notebooks; a CI rehearsal goes elsewhere.
+    out_dir = None if args.profile == "full" else Path(tempfile.mkdtemp(prefix="labkit-ci-"))
     total = 0.0
     for path in paths:
+        out = path if out_dir is None else out_dir / path.name
         print(f"{path}: running ({args.profile} profile) ...", flush=True)
-        seconds = run(path, args.timeout)
+        seconds = run(path, args.timeout, out)
         total += seconds
-        print(f"{path}: {seconds / 60:.1f} min ({seconds:.0f} s)", flush=True)
+        print(f"{path}: {seconds / 60:.1f} min ({seconds:.0f} s) -> {out}", flush=True)
     print(f"all {len(paths)} notebooks: {total / 60:.1f} min")
     return 0
 

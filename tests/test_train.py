@@ -95,6 +95,7 @@ def test_callbacks_are_called_in_order_and_eligibility_limits_the_best():
     assert h.column("seen") == [0, 1, 2] and h.column("epoch") == [1, 2, 3]
     accs = h.column("test_acc")
     assert h.best_acc == max(accs[1:]) and h.best_epoch == 2 + int(np.argmax(accs[1:]))
+    assert h.eligible_epochs == [2, 3]
 
 
 def test_history_with_no_eligible_epoch_has_no_best():
