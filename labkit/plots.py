@@ -137,8 +137,7 @@ def plot_sparsity(results, *, ax=None, title=None):
         if list(s.layers) != names:
             raise ValueError(f"result {label!r} has other layers than the first: compare models "
                              f"of the same architecture")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(6.0, 0.4 * len(names) + 1.5), 3.8), layout="constrained")
+    fig, ax = _figure(ax, (max(6.0, 0.4 * len(names) + 1.5), 3.8))
     x = np.arange(len(names))
     width = 0.8 / len(results)
     for i, (label, s) in enumerate(results.items()):
@@ -152,7 +151,7 @@ def plot_sparsity(results, *, ax=None, title=None):
     ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
-    return ax.figure
+    return fig
 
 
 def plot_accuracy_vs_sparsity(accuracy, *, dense=None, ax=None, title=None):

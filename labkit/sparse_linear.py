@@ -243,14 +243,12 @@ def summary(losses, weights, *, target=W_STAR, decimals=4, atol=1e-6):
 def summary_table(runs, **kwargs):
     """A text table of `summary` for every run; runs: dict label -> (losses, weights).
     Keyword arguments go to `summary`. 'never' stands for None."""
+    from .report import table
+
+    decimals = kwargs.get("decimals", 4)
     rows = []
     for label, (losses, weights) in runs.items():
         s = summary(losses, weights, **kwargs)
-        s["W"] = "[" + ", ".join(f"{v:7.4f}" for v in s["W"]) + "]"
+        s["W"] = "[" + ", ".join(f"{v:{decimals + 3}.{decimals}f}" for v in s["W"]) + "]"
         rows.append([str(label)] + ["never" if v is None else str(v) for v in s.values()])
-    headers = ["run"] + list(s)
-    widths = [max(len(r[i]) for r in rows + [headers]) for i in range(len(headers))]
-    lines = ["  ".join(h.ljust(n) for h, n in zip(headers, widths)).rstrip(),
-             "  ".join("-" * n for n in widths)]
-    lines += ["  ".join(c.ljust(n) for c, n in zip(r, widths)).rstrip() for r in rows]
-    return "\n".join(lines)
+    return table(rows, ["run"] + list(s))

@@ -5,16 +5,17 @@ With other data (e.g. the full dataset, downloaded on a fresh machine), a notebo
 CIFAR-10 prints other accuracies, so its cells are still executed (an error fails) but their
 outputs are not compared; the header of the test run says which case applies.
 """
+import functools
 from pathlib import Path
 
 from labkit.data import is_reference_subset
 from labkit.download import data_dir
 
 
-def _uses_cifar(path: Path, cache={}) -> bool:
-    if path not in cache:
-        cache[path] = "cifar10(" in path.read_text(encoding="utf-8")
-    return cache[path]
+@functools.lru_cache(maxsize=None)
+def _uses_cifar(path: Path) -> bool:
+    """Does the notebook load CIFAR-10 (so that its numbers depend on the data)?"""
+    return "cifar10(" in path.read_text(encoding="utf-8")
 
 
 def pytest_report_header(config):
