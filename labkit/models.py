@@ -197,24 +197,33 @@ def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> R
     return load_weights(net, checkpoint)
 
 
-def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None) -> ResNet:
+def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None,
+             download: bool = True) -> ResNet:
     """ResNet-20 (3 blocks per stage, 0.27M parameters) in train mode, on the CPU.
 
     pretrained=True loads resnet20-12fca82f.th (91.78 % on the CIFAR-10 test set) from
-    `labkit.download.data_dir(root)`, downloading it there from CHECKPOINT_URL when absent.
+    `labkit.download.data_dir(root)`; when it is absent, ``download=True`` fetches it there from
+    CHECKPOINT_URL, and ``download=False`` raises FileNotFoundError (as ``labkit.data.cifar10``).
     """
+    from . import download as dl  # the module; the name `download` is the argument here
+
     net = ResNet((3, 3, 3), num_classes=num_classes)
     if pretrained:
         if num_classes != 10:
             raise ValueError(f"the pretrained checkpoint has 10 classes, got "
                              f"num_classes={num_classes}; use pretrained=False for another number")
-        folder, source = download._data_dir_with_source(root)
+        folder, source = dl._data_dir_with_source(root)
         path = folder / CHECKPOINT_FILE
         if not path.is_file():
+            if not download:
+                raise FileNotFoundError(
+                    f"The ResNet-20 checkpoint was looked for at {path.absolute()} (folder from "
+                    f"{source}); download=False, so nothing was fetched. Pass download=True to "
+                    f"fetch it from {CHECKPOINT_URL}. {dl.offline_hint(CHECKPOINT_FILE)}")
             try:
-                download.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
-                               desc="ResNet-20 checkpoint")
-            except download.DownloadError as e:
+                dl.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
+                         desc="ResNet-20 checkpoint")
+            except dl.DownloadError as e:
                 raise type(e)(f"{e}\nThe checkpoint was looked for at {path.absolute()} "
                               f"(folder from {source}).") from e
         load_checkpoint(net, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX)

@@ -11,9 +11,6 @@ from labkit import models
 from labkit.models import (convert_state_dict, load_checkpoint, load_weights, prunable_layers,
                            resnet20)
 
-URL = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
-       "resnet20-12fca82f.th")
-
 # (name, c_in, c_out) of every 3x3 conv, written out by hand from He et al. 2016 §4.2.
 CONVS = ([("conv1", 3, 16)]
          + [(f"stage1.{i}.conv{k}", 16, 16) for i in range(3) for k in (1, 2)]
@@ -82,8 +79,7 @@ def test_total_parameters_is_0_27M():
     n_prunable = sum(9 * ci * co for _, ci, co in CONVS) + 64 * 10
     bn_channels = 16 + 6 * 16 + 6 * 32 + 6 * 64  # stem BN + two BNs per block
     total = n_prunable + 2 * bn_channels + 10     # BN weight+bias, fc bias
-    assert sum(p.numel() for p in net.parameters()) == total == 269_722
-    assert round(total / 1e6, 2) == 0.27
+    assert sum(p.numel() for p in net.parameters()) == total == 269_722  # "0.27M"
     # parameters are only conv/fc weights, fc bias and BN affine parameters
     kinds = {type(m) for m in net.modules() if list(m.parameters(recurse=False))}
     assert kinds == {nn.Conv2d, nn.Linear, nn.BatchNorm2d}
@@ -114,9 +110,8 @@ def test_normalisation_buffers_and_forward():
     assert net.mean.shape == net.std.shape == (1, 3, 1, 1)
     assert net.mean.flatten().tolist() == pytest.approx([0.485, 0.456, 0.406])
     assert net.std.flatten().tolist() == pytest.approx([0.229, 0.224, 0.225])
-    assert "mean" in dict(net.named_buffers()) and "std" in dict(net.named_buffers())
-    assert all(p is not net.mean and p is not net.std for p in net.parameters())
-    assert all(m is not net for _, m in prunable_layers(net))
+    # buffers, not parameters: saved with the model, never trained
+    assert {"mean", "std"} <= dict(net.named_buffers()).keys()
 
     x = torch.rand(3, 3, 32, 32)
     m = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -199,11 +194,16 @@ def assert_same_state(a, b):
             assert torch.equal(sa[k], sb[k]), k
 
 
-def test_published_layout_has_the_documented_keys():
-    keys = published_layout(resnet20())["state_dict"].keys()
-    assert "module.conv1.weight" in keys and "module.bn1.running_var" in keys
-    assert "module.layer3.2.bn2.bias" in keys and "module.linear.weight" in keys
-    assert len(keys) == 1 + 4 + 9 * (2 + 2 * 4) + 2  # conv1, bn1, 9 blocks, linear
+def test_convert_state_dict_maps_the_published_file_onto_the_model(data_root):
+    """The real file's keys (not our imitation of them) land on labkit's names, shapes equal."""
+    published = torch.load(data_root / models.CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    converted = convert_state_dict(published)
+    own = resnet20().state_dict()
+    want = {k for k in own if k not in ("mean", "std") and "num_batches" not in k}
+    assert converted.keys() == want
+    assert all(converted[k].shape == own[k].shape for k in want)
+    assert torch.equal(converted["fc.weight"], published["state_dict"]["module.linear.weight"])
+    assert torch.equal(converted["stage3.2.bn2.bias"], published["state_dict"]["module.layer3.2.bn2.bias"])
 
 
 def test_convert_state_dict_maps_every_key():
@@ -272,10 +272,17 @@ def test_wrong_sha256_prefix_raises_and_loads_nothing(tmp_path):
 
 # ---------------------------------------------------------------- pretrained=True
 
-def test_checkpoint_constants():
-    assert models.CHECKPOINT_URL == URL
-    assert models.CHECKPOINT_FILE == "resnet20-12fca82f.th"
-    assert models.CHECKPOINT_SHA256_PREFIX == "12fca82f"
+def test_checkpoint_constants_agree_with_each_other():
+    """The URL's file is the file looked for, and its name carries the hash prefix checked."""
+    assert models.CHECKPOINT_URL.rsplit("/", 1)[1] == models.CHECKPOINT_FILE
+    assert models.CHECKPOINT_FILE == f"resnet20-{models.CHECKPOINT_SHA256_PREFIX}.th"
+
+
+def test_checkpoint_hash_prefix_matches_the_real_file(data_root):
+    from labkit import download
+
+    digest = download.sha256(data_root / models.CHECKPOINT_FILE)
+    assert digest.startswith(models.CHECKPOINT_SHA256_PREFIX)
 
 
 def test_pretrained_downloads_when_absent_then_uses_local_copy(tmp_path, monkeypatch):
@@ -299,7 +306,7 @@ def test_pretrained_downloads_when_absent_then_uses_local_copy(tmp_path, monkeyp
 
     monkeypatch.setattr(download, "fetch", fake_fetch)
     net = resnet20(pretrained=True, root=root)
-    assert calls == [(URL, root / f"resnet20-{digest[:8]}.th", digest[:8])]
+    assert calls == [(models.CHECKPOINT_URL, root / f"resnet20-{digest[:8]}.th", digest[:8])]
     assert_same_state(net.eval(), src)
     resnet20(pretrained=True, root=root)  # file present now: no second download
     assert len(calls) == 1
@@ -335,6 +342,32 @@ def test_pretrained_offline_says_where_it_looked(tmp_path, monkeypatch):
         resnet20(pretrained=True)
     msg = str(err.value)
     assert str(tmp_path / "resnet20-12fca82f.th") in msg and "$LABKIT_DATA" in msg and "LABKIT_DATA=" in msg
+
+
+def test_pretrained_download_false_never_fetches(tmp_path, monkeypatch):
+    """As cifar10(download=False): a missing file raises FileNotFoundError saying where it looked
+    and how to fetch it; a present file loads; fetch is never called."""
+    from labkit import download
+
+    def no_fetch(*args, **kwargs):
+        raise AssertionError("download=False must not download")
+
+    monkeypatch.setattr(download, "fetch", no_fetch)
+    with pytest.raises(FileNotFoundError) as err:
+        resnet20(pretrained=True, root=tmp_path, download=False)
+    msg = str(err.value)
+    assert str(tmp_path.absolute() / models.CHECKPOINT_FILE) in msg and "the root= argument" in msg
+    assert "download=False" in msg and "download=True" in msg and models.CHECKPOINT_URL in msg
+    assert "LABKIT_DATA=" in msg
+    assert list(tmp_path.iterdir()) == []
+
+    src = random_net(10)
+    path, digest = save_hashed(published_layout(src), tmp_path)
+    monkeypatch.setattr(models, "CHECKPOINT_FILE", path.name)
+    monkeypatch.setattr(models, "CHECKPOINT_SHA256_PREFIX", digest[:8])
+    assert_same_state(resnet20(pretrained=True, root=tmp_path, download=False).eval(), src)
+    # pretrained=False never looks for the file, whatever download says
+    assert isinstance(resnet20(root=tmp_path / "nowhere", download=False), models.ResNet)
 
 
 def test_pretrained_needs_ten_classes():
