@@ -60,13 +60,23 @@ class OptionAShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs without bias."""
+    """relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), two 3x3 convs without bias.
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    `inner` is the width between the two convs (conv1's output channels, bn1, conv2's input
+    channels); default `planes`. A smaller one is a channel-pruned block (labkit.structured):
+    the block's input and output keep `in_planes` and `planes` channels, so the shortcut is
+    unchanged.
+    """
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, inner: int | None = None):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        inner = planes if inner is None else inner
+        if isinstance(inner, bool) or not isinstance(inner, int) or inner < 1:
+            raise ValueError(f"inner must be a positive int (the channels between the block's two "
+                             f"convs) or None for planes={planes}, got {inner!r}")
+        self.conv1 = nn.Conv2d(in_planes, inner, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(inner)
+        self.conv2 = nn.Conv2d(inner, planes, 3, stride=1, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
         if stride != 1 or in_planes != planes:
             self.shortcut = OptionAShortcut(in_planes, planes, stride)
@@ -74,7 +84,7 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x):                      # (B, C_in, H, W)
-        out = F.relu(self.bn1(self.conv1(x)))  # (B, C, H/s, W/s)
+        out = F.relu(self.bn1(self.conv1(x)))  # (B, inner, H/s, W/s)
         out = self.bn2(self.conv2(out))        # (B, C, H/s, W/s)
         return F.relu(out + self.shortcut(x))
 
@@ -85,27 +95,40 @@ class ResNet(nn.Module):
     forward(x): x float (B, 3, H, W) in [0, 1] -> logits (B, num_classes). The first step is
     x_n = (x - mean) / std with the buffers `mean`, `std` of shape (1, 3, 1, 1).
     Convs and the Linear start Kaiming-normal (fan_in, gain sqrt(2)) as in the reference.
+
+    inner: None (every block full width) or one int per block, in model order (stage1.0, ...,
+    stage3.2: sum(num_blocks) of them), the channels between each block's two convs. A
+    channel-pruned ResNet-20 (labkit.structured.prune_channels) is ResNet(inner=widths), e.g.
+    ResNet(inner=(8,) * 3 + (16,) * 3 + (32,) * 3) for half of them; its widths are read back
+    from a state dict as the first dimension of each 'stageN.i.conv1.weight'.
     """
 
     def __init__(self, num_blocks=(3, 3, 3), num_classes: int = 10,
-                 mean=IMAGENET_MEAN, std=IMAGENET_STD):
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD, inner=None):
         super().__init__()
+        if inner is None:
+            inner = (None,) * sum(num_blocks)
+        inner = tuple(inner)
+        if len(inner) != sum(num_blocks):
+            raise ValueError(f"inner must give one width per block ({sum(num_blocks)} for "
+                             f"num_blocks={tuple(num_blocks)}), got {len(inner)}: {inner}")
+        per_stage = [inner[sum(num_blocks[:i]):sum(num_blocks[:i + 1])] for i in range(3)]
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
         self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
-        self.stage1 = self._make_stage(16, 16, num_blocks[0], stride=1)
-        self.stage2 = self._make_stage(16, 32, num_blocks[1], stride=2)
-        self.stage3 = self._make_stage(32, 64, num_blocks[2], stride=2)
+        self.stage1 = self._make_stage(16, 16, num_blocks[0], stride=1, inner=per_stage[0])
+        self.stage2 = self._make_stage(16, 32, num_blocks[1], stride=2, inner=per_stage[1])
+        self.stage3 = self._make_stage(32, 64, num_blocks[2], stride=2, inner=per_stage[2])
         self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)  # biases (fc only) keep PyTorch's default
 
     @staticmethod
-    def _make_stage(in_planes, planes, n, stride):
-        blocks = [BasicBlock(in_planes, planes, stride)]
-        blocks += [BasicBlock(planes, planes, 1) for _ in range(n - 1)]
+    def _make_stage(in_planes, planes, n, stride, inner):
+        blocks = [BasicBlock(in_planes, planes, stride, inner[0])]
+        blocks += [BasicBlock(planes, planes, 1, inner[i]) for i in range(1, n)]
         return nn.Sequential(*blocks)
 
     def forward(self, x):                    # (B, 3, 32, 32) in [0, 1]
