@@ -48,7 +48,7 @@ from .train import Callback
 __all__ = [
     "Mask", "magnitude_threshold", "prune_by_percentage", "global_prune_by_percentage",
     "masks", "make_permanent", "load_pruned", "Sparsity", "sparsity", "sparsity_table",
-    "HoldMasks", "IterativePruning",
+    "RecordSparsity", "IterativePruning",
 ]
 
 
@@ -384,21 +384,34 @@ def sparsity_table(results) -> str:
 
 # --- callbacks for labkit.train.train ---------------------------------------------------------------
 
-class HoldMasks(Callback):
-    """Fine-tuning a pruned model (Lab 2 (c)). The masks hold the zeros on their own (they are
-    parametrizations); this callback checks at the start that the model has masks and records the
-    total sparsity of every epoch in ``record['sparsity']`` (one host sync per epoch)."""
+class RecordSparsity(Callback):
+    """Records ``record['sparsity']``, the total sparsity of the prunable layers (``layers``, default
+    all) at the end of every epoch: ``sparsity(net).total``, one host sync per epoch.
+
+    For fine-tuning a pruned model (Lab 2 (c)): the masks hold the zeros on their own (they are
+    parametrizations); this callback shows that they did. With ``require_masks=True`` (default)
+    it raises at the start of training when the model holds no mask, i.e. when the pruning step
+    was forgotten or done with ``hold=False`` and nothing would keep the zeros zero.
+    """
+
+    def __init__(self, *, layers=None, require_masks: bool = True):
+        self.layers, self.require_masks = layers, require_masks
+
+    def measure(self, net) -> float:
+        """The one place sparsity is measured for the records."""
+        return sparsity(net, layers=self.layers).total
 
     def on_train_begin(self, net, optimizer):
-        if not masks(net):
-            raise ValueError("HoldMasks: the model holds no pruning mask, so its zeros would not stay "
-                             "zero; prune it first with prune_by_percentage(net, q) (hold=True)")
+        if self.require_masks and not masks(net):
+            raise ValueError(f"{type(self).__name__}: the model holds no pruning mask, so its zeros "
+                             f"would not stay zero; prune it first with prune_by_percentage(net, q) "
+                             f"(hold=True), or pass require_masks=False to record the sparsity anyway")
 
     def on_epoch_end(self, epoch, net, record):
-        record["sparsity"] = sparsity(net).total
+        record["sparsity"] = self.measure(net)
 
 
-class IterativePruning(Callback):
+class IterativePruning(RecordSparsity):
     """Prune on a schedule (Lab 2 (d), (e)): before epoch e = 1..steps (``epoch`` = e - 1 counts
     from 0) prune to q_e = target * e / steps, per layer (scope='layer') or with one global
     threshold (scope='global').
@@ -420,7 +433,8 @@ class IterativePruning(Callback):
         if scope not in ("layer", "global"):
             raise ValueError(f"scope must be 'layer' (one threshold per layer) or 'global' "
                              f"(one threshold for all layers), got {scope!r}")
-        self.steps, self.scope, self.layers = steps, scope, layers
+        super().__init__(layers=layers, require_masks=False)  # the masks come with the last step
+        self.steps, self.scope = steps, scope
         self._start = None
 
     def q(self, epoch: int) -> float | None:
@@ -433,10 +447,10 @@ class IterativePruning(Callback):
             hold = epoch + 1 == self.steps
             prune = prune_by_percentage if self.scope == "layer" else global_prune_by_percentage
             prune(net, q, hold=hold, optimizer=optimizer if hold else None, layers=self.layers)
-        self._start = sparsity(net, layers=self.layers).total
+        self._start = self.measure(net)
 
     def on_epoch_end(self, epoch, net, record):
+        super().on_epoch_end(epoch, net, record)
         record["sparsity_start"] = self._start
-        record["sparsity"] = sparsity(net, layers=self.layers).total
         reached = epoch + 1 >= self.steps
         record["eligible"] = record.get("eligible", True) and reached

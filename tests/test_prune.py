@@ -12,9 +12,9 @@ from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
 from labkit.data import CIFAR10, Split
-from labkit.prune import (HoldMasks, IterativePruning, Mask, Sparsity, global_prune_by_percentage,
-                          load_pruned, magnitude_threshold, make_permanent, masks,
-                          prune_by_percentage, sparsity, sparsity_table)
+from labkit.prune import (IterativePruning, Mask, RecordSparsity, Sparsity,
+                          global_prune_by_percentage, load_pruned, magnitude_threshold,
+                          make_permanent, masks, prune_by_percentage, sparsity, sparsity_table)
 from labkit.train import train
 
 LAYERS = ["conv1", "conv2", "fc"]
@@ -291,15 +291,29 @@ def test_iterative_pruning_in_the_training_loop():
     assert final == pytest.approx(0.6, abs=3 / 354)
 
 
-def test_hold_masks_needs_masks_and_records_sparsity():
+def test_record_sparsity_needs_masks_and_records_sparsity():
     net = SmallNet()
-    with pytest.raises(ValueError, match="no pruning mask"):
-        HoldMasks().on_train_begin(net, None)
+    with pytest.raises(ValueError, match="no pruning mask.*require_masks=False"):
+        RecordSparsity().on_train_begin(net, None)
     prune_by_percentage(net, 0.8)
     history = train(net, toy_data(), epochs=2, batch_size=16, lr=0.05, augment=False, progress=False,
-                    callbacks=[HoldMasks()])
-    assert history.column("sparsity") == [sparsity(net).total] * 2
-    assert all(abs(s - 0.8) * n <= 1 for s, n in zip(sparsity(net).layers.values(), [108, 216, 30]))
+                    callbacks=[RecordSparsity()])
+    # zeros counted here, on the weights themselves: 0.8-quantile pruning of 108, 216, 30 weights
+    zeros = sum(int((getattr(net, n).weight == 0).sum()) for n in LAYERS)
+    assert zeros == sum(math.floor(0.8 * (n - 1)) + 1 for n in (108, 216, 30))
+    assert history.column("sparsity") == [zeros / 354] * 2
+
+
+def test_record_sparsity_of_chosen_layers_without_masks():
+    net = SmallNet()
+    with torch.no_grad():
+        net.conv1.weight[:2] = 0.0             # 2 of 4 output channels: 54 of 108 weights
+        net.fc.weight[0] = 0.0                 # not in the chosen layers
+    cb = RecordSparsity(layers=["conv1", "conv2"], require_masks=False)
+    cb.on_train_begin(net, None)
+    record = {}
+    cb.on_epoch_end(0, net, record)
+    assert record == {"sparsity": 54 / (108 + 216)}
 
 
 # --- sparsity, save/load, permanence -------------------------------------------------------------
@@ -435,9 +449,14 @@ def test_no_prunable_layer_raises():
         sparsity(nn.Sequential(nn.ReLU()))
 
 
-@pytest.mark.parametrize("kwargs", [{"target": 1.2}, {"steps": 0}, {"steps": 2.5}, {"scope": "net"}])
-def test_iterative_pruning_bad_arguments(kwargs):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target": 1.2}, r"q must be a fraction in \[0, 1\].*got 1\.2"),
+    ({"steps": 0}, r"steps must be an int >= 1.*got 0"),
+    ({"steps": 2.5}, r"steps must be an int >= 1.*got 2\.5"),
+    ({"scope": "net"}, r"scope must be 'layer'.*or 'global'.*got 'net'"),
+])
+def test_iterative_pruning_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         IterativePruning(**kwargs)
 
 
@@ -450,10 +469,23 @@ def test_table_and_plot_compare_results_side_by_side():
 
     a, b = SmallNet(), SmallNet()
     prune_by_percentage(a, 0.5)
-    global_prune_by_percentage(b, 0.5)
+    global_prune_by_percentage(b, 0.3)
     results = {"layer-wise": sparsity(a), "global": sparsity(b)}
     lines = sparsity_table(results).splitlines()
-    assert len(lines) == 2 + len(LAYERS) + 1 and lines[-1].startswith("total")
+    assert lines[0].split() == ["layer", "weights", "layer-wise", "global"]
+    # every cell against the zeros counted here, column by column
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == LAYERS + ["total"]
+    for r, name in zip(rows, LAYERS):
+        w = [getattr(net, name).weight.detach() for net in (a, b)]
+        assert int(r[1]) == w[0].numel()
+        for cell, wk in zip(r[2:], w):
+            assert float(cell.rstrip("%")) == pytest.approx(100 * int((wk == 0).sum()) / wk.numel(), abs=0.005)
+    total = [sum(int((getattr(net, n).weight == 0).sum()) for n in LAYERS) / 354 for net in (a, b)]
+    assert int(rows[-1][1]) == 354
+    assert [float(c.rstrip("%")) for c in rows[-1][2:]] == pytest.approx([100 * t for t in total], abs=0.005)
+    assert total[0] != total[1]                # the columns can tell the models apart
+    assert all(a_ != b_ for a_, b_ in zip(results["layer-wise"].layers.values(), results["global"].layers.values()))
     with pytest.raises(ValueError, match="other layers"):
         sparsity_table({"a": sparsity(a), "b": Sparsity(zeros={"x": 0}, sizes={"x": 1})})
     fig = plot_sparsity(results)
