@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from .download import DownloadError, _data_dir_with_source, fetch, md5 as file_md5, offline_hint, sha256
 
-__all__ = ["CIFAR10_URL", "CIFAR10_MD5", "Split", "CIFAR10", "cifar10", "is_reference_subset", "augment", "batches"]
+__all__ = ["CIFAR10_URL", "CIFAR10_MD5", "Split", "CIFAR10", "cifar10", "is_reference_subset",
+           "split_validation", "augment", "batches"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -281,9 +282,8 @@ def cifar10(root=None, *, download: bool = True, verbose: bool = True) -> CIFAR1
     data = CIFAR10(train=_load_split(folder, TRAIN_FILES),
                    test=_load_split(folder, [TEST_FILE]),
                    classes=_load_classes(folder / META_FILE))
-    if verbose:
-        print(f"CIFAR-10: {len(data.train)} train / {len(data.test)} test images "
-              f"(from {folder.absolute()})")
+    if verbose:  # where the folder came from, not the machine's path (notebook outputs are published)
+        print(f"CIFAR-10: {len(data.train)} train / {len(data.test)} test images (folder from {source})")
     return data
 
 
@@ -292,6 +292,31 @@ def is_reference_subset(root=None) -> bool:
     notebook outputs (their checked cells compare equal only on it); False for other data or none."""
     path = _data_dir_with_source(root)[0] / FOLDER / TEST_FILE
     return path.is_file() and sha256(path) == REFERENCE_SUBSET_TEST_SHA256
+
+
+def split_validation(split: Split, fraction: float, *, seed: int = 0) -> tuple[Split, Split]:
+    """Hold out a class-balanced validation set: ``(train, validation)``.
+
+    From every class, ``round(fraction * count)`` images (at least one when ``fraction > 0`` and the
+    class has two or more) are drawn with ``torch.randperm`` seeded by ``seed``; the rest stay for
+    training. Both keep the original order of the images. ``fraction = 0`` returns
+    ``(split, empty)``. The draw happens on the CPU, so the same seed holds out the same images on
+    every device.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ValueError(f"fraction must be in [0, 1) (e.g. 0.1 holds out 10 %), got {fraction!r}")
+    if fraction == 0:
+        return split, split[:0]
+    labels = split.labels.cpu()
+    g = torch.Generator().manual_seed(seed)
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    for c in torch.unique(labels).tolist():
+        idx = torch.nonzero(labels == c).flatten()                  # this class's images
+        k = round(fraction * len(idx))
+        k = min(max(k, 1), len(idx) - 1) if len(idx) > 1 else 0
+        held[idx[torch.randperm(len(idx), generator=g)[:k]]] = True
+    held = held.to(split.device)
+    return split[~held], split[held]
 
 
 # --------------------------------------------------------------------------- augmentation

@@ -10,10 +10,13 @@ The profile is chosen by the environment variable ``LABKIT_PROFILE``:
   pruning without fine-tuning) print exactly what the reference run printed,
   and nbval checks them.
 
-A notebook's parameters cell states the course's values and passes them through
-:func:`epochs`, so one line tells the reader both numbers::
+A notebook applies the profile where the reader sees it: its parameters cell passes epoch counts
+through :func:`epochs` and its data cell passes the dataset through :func:`shrink`::
 
     num_epochs = labkit.profile.epochs(20)   # 20 in the reference run, 2 in CI
+    cifar = labkit.profile.shrink(labkit.data.cifar10())   # CI: the first 1024 training images
+
+The training loop itself never looks at the profile.
 """
 from __future__ import annotations
 
@@ -56,3 +59,17 @@ def epochs(n: int) -> int:
 def train_samples() -> int | None:
     """How many training images this profile uses (``None``: all)."""
     return current().train_samples
+
+
+def shrink(data):
+    """``data`` (a :class:`labkit.data.CIFAR10`) as this profile trains on it: unchanged in the full
+    profile; in CI only the first :func:`train_samples` training images. The test split is never
+    shrunk, so evaluation-only results are the same in both profiles."""
+    from .data import CIFAR10
+
+    if not isinstance(data, CIFAR10):
+        raise ValueError(f"shrink needs a labkit.data.CIFAR10 (from data.cifar10()), got {type(data).__name__}")
+    n = train_samples()
+    if n is None or n >= len(data.train):
+        return data
+    return CIFAR10(data.train[:n], data.test, list(data.classes))

@@ -6,6 +6,7 @@ the book, and so that nbval can compare them as printed text.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import platform
 import re
 import time
@@ -14,8 +15,9 @@ from typing import Any, Sequence
 _started: float | None = None
 
 
-def run_header(data=None, device=None) -> str:
-    """One paragraph saying what this run is: date, device, versions, profile, dataset size.
+def run_header(data=None, device=None, config=None) -> str:
+    """One paragraph saying what this run is: date, device, versions, profile, dataset size and,
+    with a :class:`labkit.train.TrainConfig`, the precision and memory format training runs in.
 
     Call it in a notebook's first code cell and print it; :func:`run_footer`
     then reports the time since this call.
@@ -27,20 +29,128 @@ def run_header(data=None, device=None) -> str:
     global _started
     _started = time.perf_counter()
     lines = [
-        f"Run of {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, profile '{profile.current().name}'",
+        f"Run of {_now()}, profile '{profile.current().name}'",
         f"device: {_device_name(device)}; torch {torch.__version__}, python {platform.python_version()}",
     ]
     if data is not None:
         lines.append(f"data: CIFAR-10, {len(data.train)} train / {len(data.test)} test images")
+    if config is not None:
+        from .train import describe
+
+        lines.append(f"training: {describe(config, device or 'cpu')} (precision={config.precision!r}); "
+                     f"evaluation: fp32; validation: {config.val_fraction:.0%} of the training images")
     return "\n".join(lines)
 
 
 def run_footer() -> str:
     """The wall time since :func:`run_header` was called."""
-    if _started is None:
+    seconds = _elapsed()
+    if seconds is None:
         return "run time: unknown (run_header() was not called)"
-    seconds = time.perf_counter() - _started
     return f"run time: {seconds / 60:.1f} min ({seconds:.0f} s)"
+
+
+def _now() -> str:
+    return f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+
+def _elapsed() -> float | None:
+    return None if _started is None else time.perf_counter() - _started
+
+
+# --- noise -----------------------------------------------------------------------------------------
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of an accuracy ``p`` measured on ``n`` independent images: sqrt(p (1 - p) / n)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int (the number of test images), got {n!r}")
+    if not 0 <= p <= 1:
+        raise ValueError(f"p must be an accuracy in [0, 1], got {p!r}")
+    return math.sqrt(p * (1 - p) / n)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1 in the denominator; NaN for one value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std: no values")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def pm(values: Sequence[float], *, percent: bool = True) -> str:
+    """``'84.21 ± 0.35 %'``: the mean ± sample standard deviation of accuracies (fractions)."""
+    mean, std = mean_std(values)
+    scale, unit = (100, " %") if percent else (1, "")
+    if math.isnan(std):
+        return f"{mean * scale:.2f}{unit}"
+    return f"{mean * scale:.2f} ± {std * scale:.2f}{unit}"
+
+
+# --- results for the book's results page ------------------------------------------------------------
+
+class Results:
+    """A lab's headline numbers, saved as JSON for the book's results page (never typed there).
+
+        results = Results("lab2", cifar, device, config)
+        results.add("fp", dense_acc, part="(a)", label="pretrained model")
+        results.add("finetune_c", mean, std=std, n=3, part="(c)", label="one-shot + fine-tuning")
+        results.save()     # labs/results/lab2.json (full profile) or labs/results/ci/lab2.json
+
+    ``unit`` is ``'acc'`` (an accuracy fraction, the default) or any other unit string
+    (``'bytes'``, ``'x'``, ``'ms'``); ``std`` is over ``n`` seeds.
+    """
+
+    def __init__(self, lab: str, data=None, device=None, config=None, *, seeds=None, title: str | None = None):
+        import torch
+
+        from . import profile
+
+        self.lab, self.title, self.entries = lab, title, []
+        self.run = {"date": _now(), "profile": profile.current().name, "device": _device_name(device),
+                    "torch": torch.__version__}
+        if data is not None:
+            self.run.update(train_images=len(data.train), test_images=len(data.test))
+        if config is not None:
+            from .train import describe
+
+            self.run.update(precision=describe(config, device or "cpu"), val_fraction=config.val_fraction)
+        if seeds is not None:
+            self.run["seeds"] = [int(s) for s in seeds]
+        self._started = time.perf_counter()
+
+    def add(self, key: str, value: float, *, std: float | None = None, n: int = 1,
+            part: str = "", label: str = "", unit: str = "acc") -> None:
+        if any(e["key"] == key for e in self.entries):
+            raise ValueError(f"Results.add: key {key!r} was added already")
+        value = float(value)
+        std = None if std is None or math.isnan(float(std)) else float(std)
+        self.entries.append({"key": key, "part": part, "label": label or key, "value": value,
+                             "std": std, "n": int(n), "unit": unit})
+
+    def path(self, folder=None) -> "Path":
+        from pathlib import Path
+
+        from . import profile
+
+        folder = Path(folder) if folder is not None else Path("results")
+        if profile.current().name != "full":
+            folder = folder / profile.current().name
+        return folder / f"{self.lab}.json"
+
+    def save(self, folder=None) -> "Path":
+        """Write ``<folder>/<lab>.json`` (``folder`` default: ``results`` beside the notebook); a CI
+        profile run writes into a subfolder named after the profile, never over the reference run's."""
+        import json
+
+        path = self.path(folder)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        run = dict(self.run, minutes=round((time.perf_counter() - self._started) / 60, 1))
+        doc = {"lab": self.lab, "title": self.title or self.lab, "run": run, "entries": self.entries}
+        path.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        return path
 
 
 def _device_name(device) -> str:

@@ -30,3 +30,37 @@ def test_header_names_profile_and_device(monkeypatch):
 def test_footer_without_header_says_so(monkeypatch):
     monkeypatch.setattr(report, "_started", None)
     assert "unknown" in report.run_footer()
+
+
+def test_header_states_precision_and_validation_of_a_config():
+    from labkit.train import TrainConfig
+
+    text = report.run_header(device="cpu", config=TrainConfig(precision="fp32", memory_format="contiguous"))
+    assert "training: fp32, contiguous (precision='fp32'); evaluation: fp32; validation: 10%" in text
+
+
+def test_binomial_standard_error_and_seed_statistics_against_hand_values():
+    assert report.binomial_se(0.5, 100) == pytest.approx(0.05)
+    assert report.binomial_se(0.9164, 1017) == pytest.approx((0.9164 * 0.0836 / 1017) ** 0.5)
+    mean, std = report.mean_std([0.80, 0.82, 0.84])
+    assert mean == pytest.approx(0.82) and std == pytest.approx(0.02)     # sample std, n - 1
+    assert report.pm([0.80, 0.82, 0.84]) == "82.00 ± 2.00 %"
+    with pytest.raises(ValueError, match="n must be"):
+        report.binomial_se(0.5, 0)
+
+
+def test_results_are_saved_per_profile_and_never_twice_per_key(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.setenv("LABKIT_PROFILE", "full")
+    r = report.Results("lab9", device="cpu", seeds=[0, 1])
+    r.add("fp", 0.9164, part="(a)", label="pretrained")
+    r.add("size", 1234, unit="bytes")
+    with pytest.raises(ValueError, match="'fp' was added already"):
+        r.add("fp", 0.5)
+    doc = json.loads(r.save(tmp_path).read_text())
+    assert doc["lab"] == "lab9" and doc["run"]["profile"] == "full" and doc["run"]["seeds"] == [0, 1]
+    assert doc["entries"][0] == {"key": "fp", "part": "(a)", "label": "pretrained", "value": 0.9164,
+                                 "std": None, "n": 1, "unit": "acc"}
+    monkeypatch.setenv("LABKIT_PROFILE", "ci")
+    assert report.Results("lab9").save(tmp_path) == tmp_path / "ci" / "lab9.json"

@@ -8,7 +8,9 @@ from torch import nn
 
 from labkit import profile
 from labkit.data import CIFAR10, Split
-from labkit.train import Callback, History, SaveBest, evaluate, pick_device, train
+from labkit import train as train_module
+from labkit.data import split_validation
+from labkit.train import Callback, History, SaveBest, TrainConfig, evaluate, pick_device, train
 
 
 def toy_data(n_train=512, n_test=128, seed=0) -> CIFAR10:
@@ -124,14 +126,19 @@ def test_save_best_keeps_the_best_eligible_weights(tmp_path):
     assert all(torch.equal(saved[k], best[k]) for k in best)
 
 
-def test_ci_profile_trains_on_fewer_images_and_shrinks_epochs(monkeypatch):
+def test_ci_profile_shrinks_epochs_and_the_data_it_is_given_visibly(monkeypatch):
+    data = toy_data(n_train=2000)
     monkeypatch.setenv("LABKIT_PROFILE", "ci")
     assert profile.epochs(20) == 2 and profile.epochs(10) == 1 and profile.epochs(3) == 1
-    rec = Recorder()
-    train(toy_net(), toy_data(n_train=2000), epochs=1, batch_size=256, callbacks=[rec], progress=False)
-    assert rec.steps == math.ceil(profile.train_samples() / 256)
+    small = profile.shrink(data)
+    assert len(small.train) == 1024 and torch.equal(small.train.images, data.train.images[:1024])
+    assert small.test is data.test                       # evaluation is never shrunk
     monkeypatch.setenv("LABKIT_PROFILE", "full")
-    assert profile.epochs(20) == 20 and profile.train_samples() is None
+    assert profile.epochs(20) == 20 and profile.shrink(data) is data
+    # the loop trains on what it is given: 2000 images less the 10 % validation split
+    rec = Recorder()
+    train(toy_net(), data, epochs=1, batch_size=100, callbacks=[rec], progress=False)
+    assert rec.steps == 18
 
 
 def test_bad_profile_and_bad_arguments_say_what_is_allowed(monkeypatch):
@@ -173,14 +180,202 @@ def test_save_best_sees_eligibility_whatever_the_callback_order(tmp_path):
 def test_history_table_formats_fractions_as_percent_and_the_rest_as_numbers():
     h = History([{"epoch": 1, "loss": 0.123456, "test_acc": 0.5, "sparsity": 0.25, "time": 12.5}])
     row = h.table("loss", "test_acc", "sparsity", "time").splitlines()[2].split()
-    assert row == ["1", "0.1235", "50.00%", "25.00%", "12.5"]
+    assert row == ["1*", "0.1235", "50.00%", "25.00%", "12.5"]   # the one epoch is the selected one
 
 
 def test_pick_device_prefers_the_argument_then_the_environment(monkeypatch):
     monkeypatch.setenv("LABKIT_DEVICE", "meta")
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device() == torch.device("meta")
+    monkeypatch.setenv("LABKIT_DEVICE", "gpu")
+    with pytest.raises(ValueError, match=r"LABKIT_DEVICE.*'gpu'.*'cpu', 'cuda'"):
+        pick_device()
+    monkeypatch.setenv("LABKIT_DEVICE", "cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no usable CUDA"):
+        pick_device()
     monkeypatch.delenv("LABKIT_DEVICE")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
+
+
+# --- what the loop reports: against a computation done here -----------------------------------------
+
+class NoStep(torch.optim.SGD):
+    """An optimizer that leaves the weights alone, so that every batch sees the same model."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        return None
+
+
+def test_epoch_loss_and_train_accuracy_equal_a_direct_computation_with_unequal_batches():
+    data = toy_data(n_train=250)
+    net = toy_net()
+    h = train(net, data, epochs=1, batch_size=100, augment=False, precision="fp32", val_fraction=0,
+              optimizer=NoStep(net.parameters(), lr=0.1), progress=False)   # batches of 100, 100, 50
+    X, y = data.train.images.float() / 255, data.train.labels
+    with torch.no_grad():
+        y_hat = net(X)
+    assert h.records[0]["loss"] == pytest.approx(torch.nn.functional.cross_entropy(y_hat, y).item(), rel=1e-5)
+    assert h.records[0]["train_acc"] == pytest.approx((y_hat.argmax(1) == y).float().mean().item(), abs=1e-9)
+    assert 0.2 < h.records[0]["train_acc"] < 0.8        # neither trivial value: halving it would show
+
+
+def test_the_steps_run_in_train_mode_even_if_the_model_came_in_eval_mode():
+    class Mode(Callback):
+        def __init__(self):
+            self.modes = []
+
+        def on_step_end(self, net):
+            self.modes.append(net.training)
+
+    net, mode = toy_net().eval(), Mode()
+    train(net, toy_data(), epochs=2, batch_size=128, callbacks=[mode], progress=False)
+    assert mode.modes and all(mode.modes)
+
+
+def test_train_time_counts_the_steps_not_the_epoch_begin_work():
+    class Slow(Callback):
+        def on_epoch_begin(self, epoch, net, optimizer):
+            import time
+            time.sleep(1.0)
+
+    h = train(toy_net(), toy_data(n_train=128), epochs=1, batch_size=64, callbacks=[Slow()], progress=False)
+    r = h.records[0]
+    assert r["time"] - r["train_time"] >= 1.0
+
+
+class AutocastProbe(nn.Module):
+    """Records, at every forward pass, whether CPU autocast is on and the conv weight's memory format."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, stride=4)
+        self.fc = nn.Linear(2 * 8 * 8, 2)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((self.training, torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"),
+                          self.conv.weight.is_contiguous(memory_format=torch.channels_last)))
+        return self.fc(self.conv(x).flatten(1))
+
+
+@pytest.mark.parametrize("precision, memory_format, dtype, cl", [
+    ("fp32", "contiguous", False, False), ("bf16", "channels_last", torch.bfloat16, True),
+    ("fp32", "auto", False, True)])
+def test_training_steps_use_the_configured_precision_and_memory_format(precision, memory_format, dtype, cl):
+    net = AutocastProbe()
+    train(net, toy_data(n_train=128), epochs=1, batch_size=64, precision=precision,
+          memory_format=memory_format, progress=False)
+    steps = [s for s in net.seen if s[0]]            # forward passes in train mode
+    evals = [s for s in net.seen if not s[0]]        # evaluation: always fp32
+    assert len(steps) == 2 and all(s[1] == dtype and s[2] == cl for s in steps)
+    assert evals and all(s[1] is False for s in evals)
+    assert net.conv.weight.is_contiguous()           # the model comes back in the contiguous format
+
+
+def test_evaluate_is_fp32_even_inside_an_autocast_region():
+    net = AutocastProbe().eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        evaluate(net, toy_data().test)
+    assert net.seen and all(s[1] is False for s in net.seen)
+
+
+def test_auto_precision_follows_the_device_capability(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
+    assert train_module.resolve_precision("auto", cpu) == "bf16"
+    assert train_module.describe(TrainConfig(), cpu) == "bf16 autocast, channels_last"
+    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
+    assert train_module.resolve_precision("auto", cpu) == "fp32"        # no slower laptop CPU
+    assert train_module.resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert train_module.resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp16.*CUDA"):
+        train_module.resolve_precision("fp16", cpu)
+    assert train_module.resolve_memory_format("auto", torch.device("mps")) == torch.contiguous_format
+
+
+def test_bf16_training_learns_the_toy_task_as_fp32_does():
+    accs = {p: train(toy_net(), toy_data(), epochs=4, lr=0.05, batch_size=64, precision=p, progress=False).final_acc
+            for p in ("fp32", "bf16")}
+    assert accs["fp32"] > 0.9 and accs["bf16"] > 0.9
+
+
+# --- configuration ---------------------------------------------------------------------------------
+
+def test_config_states_the_course_setup_and_is_frozen():
+    c = TrainConfig()
+    assert (c.epochs, c.lr, c.momentum, c.weight_decay, c.batch_size, c.augment) == (20, 0.002, 0.875, 1e-4, 256, True)
+    assert (c.precision, c.val_fraction) == ("auto", 0.1)
+    with pytest.raises(Exception):
+        c.lr = 0.1
+    assert c.replace(seed=3).seed == 3 and c.seed == 0
+    with pytest.raises(ValueError, match="unknown TrainConfig field.*'lr'"):
+        c.replace(learning_rate=0.1)
+    for kwargs, word in [({"precision": "half"}, "precision.*'bf16'"), ({"val_fraction": 1.0}, "val_fraction"),
+                         ({"memory_format": "nhwc"}, "memory_format"), ({"augment": 1}, "augment"),
+                         ({"momentum": -0.1}, "momentum")]:
+        with pytest.raises(ValueError, match=word):
+            TrainConfig(**kwargs)
+
+
+def test_overrides_change_one_run_like_a_config_with_that_field():
+    a, b = toy_net(), toy_net()
+    ha = train(a, toy_data(), TrainConfig(epochs=1, batch_size=64, seed=1), progress=False)
+    hb = train(b, toy_data(), TrainConfig(epochs=1, batch_size=64), seed=1, progress=False)
+    assert ha.column("loss") == hb.column("loss")
+    with pytest.raises(ValueError, match="unknown TrainConfig field"):
+        train(toy_net(), toy_data(), epoch=1, progress=False)
+
+
+def test_progress_mode_must_be_known(monkeypatch):
+    monkeypatch.setenv("LABKIT_PROGRESS", "bars")
+    with pytest.raises(ValueError, match=r"LABKIT_PROGRESS='bars'.*'text', 'off'"):
+        train(toy_net(), toy_data(), epochs=1)
+
+
+# --- selection on a validation split ---------------------------------------------------------------
+
+def test_validation_split_is_class_balanced_disjoint_and_seeded():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    split = Split(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).expand(100, 3, 2, 2).contiguous(), labels)
+    tr, va = split_validation(split, 0.1, seed=0)
+    assert sorted(va.labels.tolist()) == [0] * 5 + [1] * 3 + [2] * 2
+    ids_tr, ids_va = set(tr.images[:, 0, 0, 0].tolist()), set(va.images[:, 0, 0, 0].tolist())
+    assert not ids_tr & ids_va and len(ids_tr | ids_va) == 100
+    assert torch.equal(split_validation(split, 0.1, seed=0)[1].images, va.images)
+    assert not torch.equal(split_validation(split, 0.1, seed=1)[1].images, va.images)
+    assert split_validation(split, 0)[0] is split and len(split_validation(split, 0)[1]) == 0
+    with pytest.raises(ValueError, match="fraction"):
+        split_validation(split, 1.5)
+
+
+def test_history_selects_on_validation_and_reports_the_test_accuracy_of_that_epoch():
+    h = History([{"epoch": 1, "val_acc": 0.70, "test_acc": 0.80},
+                 {"epoch": 2, "val_acc": 0.90, "test_acc": 0.75},
+                 {"epoch": 3, "val_acc": 0.90, "test_acc": 0.85},    # a tie: the first is kept
+                 {"epoch": 4, "val_acc": 0.99, "test_acc": 0.95, "eligible": False}])
+    assert h.selected_on == "val_acc" and h.best_epoch == 2
+    assert h.best_acc == 0.75 and h.best_val_acc == 0.90
+    assert h.peak_test_acc == 0.85 and h.final_acc == 0.95
+    assert "epoch 2 of 4 selected on validation accuracy: test accuracy 75.00%" in h.summary()
+    assert h.table().splitlines()[3].startswith("2*")
+
+
+def test_save_best_saves_the_epoch_the_history_selects(tmp_path):
+    class Weights(Callback):
+        def __init__(self):
+            self.weights = []
+
+        def on_epoch_end(self, epoch, net, record):
+            self.weights.append({k: v.clone() for k, v in net.state_dict().items()})
+
+    path, w = tmp_path / "best.pt", Weights()
+    h = train(toy_net(), toy_data(), epochs=4, lr=0.02, batch_size=64, callbacks=[SaveBest(path), w],
+              progress=False)
+    vals = h.column("val_acc")
+    assert h.best_epoch == 1 + int(np.argmax(vals))
+    saved = torch.load(path, weights_only=True)
+    assert all(torch.equal(saved[k], w.weights[h.best_epoch - 1][k]) for k in saved)
