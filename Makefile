@@ -1,31 +1,55 @@
 # The course's commands. Quick start: `make book` then `make test` (see README.md).
+#
+# Everything runs inside the project's own virtual environment, .venv, which the first
+# command creates with `$(PYTHON) -m venv` and fills from requirements.txt. The system
+# Python is only used to create it, so this works on a distribution Python that refuses
+# `pip install` outside a virtual environment (PEP 668, "externally managed").
 PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Re-install when the pins or the package metadata change.
+STAMP := $(VENV)/.installed
 BOOK_FLAGS = -W -n --keep-going
+NBVAL = LABKIT_PROFILE=ci $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider labs
 
-.PHONY: install book test unit notebooks reference bench clean
+.PHONY: install book results test unit notebooks reference bench clean
 
-install:  ## install labkit and every pinned dependency into the current Python
-	$(PYTHON) -m pip install -q -r requirements.txt
+install: $(STAMP)  ## create .venv and install labkit with every pinned dependency into it
 
-book: install  ## build the course site into _build/html (strict: any warning fails)
-	jupyter-book build . $(BOOK_FLAGS)
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	  echo "'$(PYTHON) -m venv' failed. On Debian/Ubuntu install the venv module first:"; \
+	  echo "  sudo apt-get install python3-venv"; \
+	  echo "or name another Python (3.10 or newer): make $(MAKECMDGOALS) PYTHON=python3.12"; exit 1; }
+
+$(STAMP): requirements.txt pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements.txt
+	@touch $@
+
+results: $(STAMP)  ## regenerate book/results.md from the reference runs' labs/results/*.json
+	$(BIN)/python scripts/make_results.py
+
+book: results  ## build the course site into _build/html (strict: any warning fails)
+	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "The site is at _build/html/index.html"
 
-test: install  ## every test: labkit's unit tests, the strict book build, the notebooks (CI profile)
-	$(PYTHON) -m pytest tests
-	LABKIT_PROFILE=ci $(PYTHON) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider labs
+test: $(STAMP)  ## every test: labkit's unit tests, the strict book build in a browser, the notebooks (CI profile)
+	$(BIN)/python -m pytest tests
+	$(NBVAL)
 
-unit:  ## labkit's unit tests only (fast)
-	$(PYTHON) -m pytest tests -m "not book"
+unit: $(STAMP)  ## labkit's unit tests only (no book build, no browser)
+	$(BIN)/python -m pytest tests -m "not book"
 
-notebooks:  ## re-execute the notebooks in the CI profile and compare their checked outputs
-	LABKIT_PROFILE=ci $(PYTHON) -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider labs
+notebooks: $(STAMP)  ## re-execute the notebooks in the CI profile and compare their checked outputs
+	$(NBVAL)
 
-reference:  ## the reference run: re-execute every notebook in place, full profile
-	$(PYTHON) scripts/run_notebooks.py
+reference: $(STAMP)  ## the reference run: re-execute every notebook in place, full profile
+	$(BIN)/python scripts/run_notebooks.py
+	$(BIN)/python scripts/make_results.py
 
-bench:  ## throughput benchmark of labkit's loop against plain PyTorch
-	$(PYTHON) benchmarks/bench_train.py
+bench: $(STAMP)  ## every benchmarks/bench_*.py, one after the other
+	@set -e; for script in benchmarks/bench_*.py; do \
+	  echo "== $$script"; $(BIN)/python $$script; done
 
-clean:
+clean:  ## remove the built site and caches (keeps .venv)
 	rm -rf _build .pytest_cache
