@@ -1,0 +1,150 @@
+"""Structured (channel) pruning of ResNet-20's residual blocks (Lab 4 (c)).
+
+Unstructured pruning zeroes single weights: the tensors keep their shapes and dense kernels
+still multiply every zero. Channel pruning removes whole channels, so the tensors shrink and
+ordinary dense kernels do less work.
+
+Which channels. Inside a basic block, relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), the
+`inner` channels between the two convs are free to remove: the block's input and output (and so
+the shortcut and every other block) keep their widths. Removing inner channel c deletes
+
+    conv1.weight[c, :, :, :]   (its filter: output channel c of conv1),
+    bn1.{weight, bias, running_mean, running_var}[c],
+    conv2.weight[:, c, :, :]   (every filter's input channel c).
+
+The channels are ranked by the L2 norm of their conv1 filter, ||conv1.weight[c]||_2 (Li et al.,
+"Pruning filters for efficient ConvNets", ICLR 2017, rank by the L1 norm; same idea), and the
+k = max(1, round(keep * inner)) largest are kept in every block, in their original order.
+
+What is exact. With the removed channels' input weights of conv2 set to zero (conv2.weight[:, c]
+= 0) the full-width model computes exactly the function of the smaller one: channel c still
+flows through conv1, bn1 and the ReLU, but conv2 multiplies it by zero. So channel pruning
+equals `zero_channels` (the same ranking, applied as zeros) followed by `prune_channels`; the
+accuracy drop comes from dropping what those channels contributed to conv2, and fine-tuning
+recovers it.
+
+The result is a plain `labkit.models.ResNet(inner=widths)`: no masks, smaller tensors, the same
+state-dict keys, so it trains, saves and loads like any ResNet.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import nn
+
+from .models import BasicBlock, ResNet
+
+__all__ = ["blocks", "block_convs", "channel_norms", "kept_channels", "inner_widths", "prune_channels",
+           "zero_channels"]
+
+
+def _check_keep(keep) -> float:
+    if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) \
+            or not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be the fraction of inner channels to keep, in (0, 1] "
+                         f"(e.g. 0.5 keeps half of them), got {keep!r}")
+    return float(keep)
+
+
+def _check_resnet(net) -> ResNet:
+    if not isinstance(net, ResNet):
+        raise ValueError(f"channel pruning needs a labkit.models.ResNet (e.g. models.resnet20()), "
+                         f"got {type(net).__name__}")
+    return net
+
+
+def blocks(net: ResNet) -> list[tuple[str, BasicBlock]]:
+    """Every residual block of `net` as (name, block), in model order: stage1.0, ..., stage3.2."""
+    return [(name, m) for name, m in _check_resnet(net).named_modules() if isinstance(m, BasicBlock)]
+
+
+def block_convs(net: ResNet) -> list[str]:
+    """Names of the 18 convs inside the blocks (stage1.0.conv1, stage1.0.conv2, ...): the layers
+    channel pruning shrinks. Unstructured pruning of these layers alone at q = 1 - keep
+    (``prune.prune_by_percentage(net, 1 - keep, layers=block_convs(net))``) removes as many
+    weights per layer as channel pruning with `keep` (up to rounding of keep * inner)."""
+    return [f"{name}.{conv}" for name, _ in blocks(net) for conv in ("conv1", "conv2")]
+
+
+def inner_widths(net: ResNet) -> tuple[int, ...]:
+    """The inner width of every block (conv1's output channels), in model order:
+    ``ResNet(inner=inner_widths(net))`` has `net`'s shapes."""
+    return tuple(b.conv1.out_channels for _, b in blocks(net))
+
+
+def channel_norms(net: ResNet) -> dict[str, torch.Tensor]:
+    """{block name: (inner,) tensor of ||conv1.weight[c]||_2}, the L2 norm of each inner channel's
+    filter. The effective weight is used (``conv1.weight``: after a pruning mask or a quantizer)."""
+    with torch.no_grad():
+        return {name: b.conv1.weight.detach().flatten(1).norm(dim=1) for name, b in blocks(net)}
+
+
+def kept_channels(net: ResNet, keep: float) -> dict[str, torch.Tensor]:
+    """{block name: sorted int64 indices of the k = max(1, round(keep * inner)) inner channels
+    with the largest conv1-filter L2 norm}. Ties go to the lower index (a stable sort)."""
+    keep = _check_keep(keep)
+    kept = {}
+    for name, norms in channel_norms(net).items():
+        k = max(1, round(keep * norms.numel()))
+        order = torch.sort(norms, descending=True, stable=True).indices  # (inner,)
+        kept[name] = torch.sort(order[:k]).values                          # (k,) in channel order
+    return kept
+
+
+def zero_channels(net: ResNet, keep: float) -> ResNet:
+    """In place: zero conv2's input weights (conv2.weight[:, c]) of the inner channels that
+    `prune_channels(net, keep)` would remove. The model keeps its shapes and computes exactly
+    what the channel-pruned one computes. Needs plain (unparametrized) conv2 weights. Returns net.
+    """
+    kept = kept_channels(net, keep)
+    with torch.no_grad():
+        for name, b in blocks(net):
+            if not isinstance(b.conv2.weight, nn.Parameter):
+                raise ValueError(f"{name}.conv2 carries a parametrization (a mask or quantizer); "
+                                 f"zero_channels writes its weight: bake it first "
+                                 f"(labkit.prune.make_permanent)")
+            drop = torch.ones(b.conv2.in_channels, dtype=torch.bool, device=b.conv2.weight.device)
+            drop[kept[name]] = False
+            b.conv2.weight[:, drop] = 0.0
+    return net
+
+
+def prune_channels(net: ResNet, keep: float) -> ResNet:
+    """A new, physically smaller ResNet with a fraction `keep` of every block's inner channels:
+    those with the largest conv1-filter L2 norm (`kept_channels`).
+
+    Returns ``ResNet(inner=widths)`` on `net`'s device and in its train/eval mode, holding
+    `net`'s effective weights (a pruning mask or quantizer is baked in: the result has plain
+    Parameters) with conv1's rows, bn1's entries and conv2's input channels of the removed
+    channels deleted; every other tensor (stem, bn2, fc, normalisation buffers) is copied.
+    `net` is not changed. keep = 1 gives a plain copy.
+    """
+    kept = kept_channels(_check_resnet(net), keep)
+    device = next(net.parameters()).device
+    small = ResNet(inner=[len(i) for i in kept.values()], num_classes=net.fc.out_features).to(device)
+    old, new = dict(net.named_modules()), dict(small.named_modules())
+    block_names = set(kept)
+    with torch.no_grad():
+        small.mean.copy_(net.mean)
+        small.std.copy_(net.std)
+        for name, m in new.items():
+            parent, _, leaf = name.rpartition(".")
+            idx = kept.get(parent) if parent in block_names else None
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                W = old[name].weight.detach()                 # effective weight: mask, quantizer baked in
+                if idx is not None and leaf == "conv1":
+                    W = W[idx]                                # (k, C_in, 3, 3): keep these filters
+                elif idx is not None and leaf == "conv2":
+                    W = W[:, idx]                             # (C_out, k, 3, 3): their inputs only
+                m.weight.copy_(W)
+                if m.bias is not None:
+                    m.bias.copy_(old[name].bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                src = old[name]
+                sel = idx if idx is not None and leaf == "bn1" else slice(None)
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(m, key).copy_(getattr(src, key)[sel])
+                m.num_batches_tracked.copy_(src.num_batches_tracked)
+    return small.train(net.training)
