@@ -1,7 +1,7 @@
 """Magnitude pruning of the Conv2d and Linear weights of a model (Lab 2), with masks that live
 with the layers.
 
-The rule (LABS.md, Lab 2 (b)): for a fraction q in [0, 1], the threshold is the q-quantile of |w|
+The rule (Lab 2 (b), book/lab2_theory.md): for a fraction q in [0, 1], the threshold is the q-quantile of |w|
 with linear interpolation, exactly as ``numpy.quantile(|w|, q)`` (= ``numpy.percentile(|w|, 100 q)``)
 and ``torch.quantile``: with the n values sorted, v_0 <= ... <= v_{n-1}, and p = q (n - 1),
 

@@ -1,5 +1,6 @@
-"""nbval for the lab notebooks: outputs of the cells marked ``# NBVAL_CHECK_OUTPUT`` are compared
-with the stored ones, which come from the reference run on the course's offline CIFAR-10 subset.
+"""nbval for the lab notebooks: outputs of the cells tagged ``nbval-check-output`` (cell metadata,
+nbval's own tag) are compared with the stored ones, which come from the reference run on the
+course's offline CIFAR-10 subset; every other cell is executed, its output not compared.
 
 With other data (e.g. the full dataset, downloaded on a fresh machine), a notebook that loads
 CIFAR-10 prints other accuracies, so its cells are still executed (an error fails) but their

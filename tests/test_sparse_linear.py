@@ -194,7 +194,7 @@ def test_trimmed_l1_reaches_w_star_at_round_off(lam):
     losses, weights = sl.optimize("trimmed_l1", lam=lam)
     np.testing.assert_allclose(weights[-1], sl.W_STAR, atol=1e-12)
     assert np.count_nonzero(weights[-1]) == 2  # exact zeros
-    assert losses[-1] < 1e-25  # round-off level (LABS.md: about 1e-27 or below)
+    assert losses[-1] < 1e-25  # round-off level (book/lab1_theory.md, (f): L falls to round-off)
 
 
 @pytest.mark.parametrize("lam", [1.0, 2.0])
