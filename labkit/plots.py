@@ -6,16 +6,23 @@ once at the end of the cell; a bare Figure as the last expression would be shown
 Lab 1 (optimisation trajectories), one run = ``(losses, weights)``: losses (T,) and weights
 (T, d), entry t being the state after step t + 1.
   plot_runs     small multiples: one row per run, log L on the left, each w_j on the right
-  plot_overlay  several runs on the same two panels (one line style per run)
+  plot_overlay  several runs on the same two panels (one line style per run), and a zoom on the
+                weights near 0 where a subgradient run oscillates by a few hundredths
 
 Lab 2: plot_sparsity  per-layer sparsity as grouped bars, several models side by side
        plot_accuracy_vs_sparsity  test accuracy of one-shot pruned models against the fraction pruned
-       plot_histories  test accuracy per epoch of several training runs (labkit.train.History)
+       plot_histories  accuracy per epoch of training runs (labkit.train.History), one run or
+                       several seeds of it (mean and spread), the selected epochs starred
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
 __all__ = ["plot_runs", "plot_overlay", "plot_sparsity", "plot_accuracy_vs_sparsity", "plot_histories"]
@@ -94,21 +101,44 @@ def plot_runs(runs, *, steps=None, target=None, title=None):
     return fig
 
 
-def plot_overlay(runs, *, steps=None, target=None, title=None):
+ZOOM_MARGIN = 1.2   # "auto" zoom: y-limits at 1.2 x the largest |w| shown, a little air around it
+ZOOM_MIN_GAIN = 10  # "auto" zoom: drawn only when it magnifies the weights panel at least 10x
+
+
+def plot_overlay(runs, *, steps=None, target=None, title=None, zoom="auto"):
     """Several runs on the same two panels: log L vs step (one colour per run) and every
     element of W vs step (colour = element, line style = run). Best for 2-4 runs.
 
-    Arguments as in `plot_runs`.
+    Arguments as in `plot_runs`, and
+    zoom: a third panel, below, with the weights of the second half of the steps
+          (steps floor(T/2) + 1 .. T) in y-limits [-h, h]: an oscillation of a few hundredths
+          around 0 (a subgradient run's +-mu*lambda steps) is invisible at the scale of the
+          weights panel, where its region is outlined.
+          "auto" (default): with ``target``, h = 1.2 max |w_j| over those steps, all runs, for the
+          elements j whose target is 0; the panel is drawn when 2h is at most a tenth of the
+          span of the weights panel (max - min of all weights and the target) and h > 0, else
+          left out. Without ``target``: no panel.
+          A number h > 0: that h, always drawn. None: no panel.
     """
     _check_runs(runs)
     if len(runs) > len(LINESTYLES):
         raise ValueError(f"plot_overlay draws at most {len(LINESTYLES)} runs (one line style "
                          f"each); got {len(runs)}: use plot_runs for more")
-    fig, (ax_l, ax_w) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
+    if not (zoom is None or zoom == "auto" or _positive(zoom)):
+        raise ValueError(f"zoom must be 'auto', None or a half-height > 0 (e.g. 0.1); got {zoom!r}")
+    drawn = [_trajectory(run, steps) for run in runs.values()]
+    T = max(len(x) for x, _, _ in drawn)
+    start = T // 2 + 1                            # first step of the zoomed window
+    h = _zoom_height(zoom, drawn, start, target)
+    if h is not None:
+        fig, axd = plt.subplot_mosaic([["loss", "weights"], ["zoom", "zoom"]], figsize=(11, 6.8),
+                                      height_ratios=(1.2, 1), layout="constrained")
+        ax_l, ax_w, ax_z = axd["loss"], axd["weights"], axd["zoom"]
+    else:
+        fig, (ax_l, ax_w) = plt.subplots(1, 2, figsize=(11, 3.8), layout="constrained")
     if target is not None:
         _draw_target(ax_w, target)
-    for i, (label, run) in enumerate(runs.items()):
-        x, losses, weights = _trajectory(run, steps)
+    for i, (label, (x, losses, weights)) in enumerate(zip(runs, drawn)):
         _draw_loss(ax_l, x, losses, color=f"C{i}", ls=LINESTYLES[i], label=label)
         _draw_weights(ax_w, x, weights, ls=LINESTYLES[i], labels=(i == 0))
         ax_w.plot([], [], color="k", ls=LINESTYLES[i], label=label)  # legend entry: style = run
@@ -116,9 +146,44 @@ def plot_overlay(runs, *, steps=None, target=None, title=None):
     ax_l.set_title("loss", fontsize="medium")
     ax_w.set_title("weights", fontsize="medium")
     ax_w.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+    if h is not None:
+        _draw_zoom(ax_z, ax_w, drawn, start, T, h)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _zoom_height(zoom, drawn, start, target) -> float | None:
+    """The zoom panel's half-height h, or None for no panel (see `plot_overlay`)."""
+    if zoom is None:
+        return None
+    if zoom != "auto":
+        return float(zoom)
+    if target is None:
+        return None
+    zero = np.asarray(target, dtype=float) == 0                       # (d,)
+    if not zero.any():
+        return None
+    tails = [np.abs(w[start - 1:, zero]) for _, _, w in drawn]        # (T - start + 1, #zeros) each
+    h = ZOOM_MARGIN * max(float(t.max()) if t.size else 0.0 for t in tails)
+    shown = np.concatenate([w.ravel() for _, _, w in drawn] + [np.asarray(target, dtype=float)])
+    return h if 0 < 2 * h * ZOOM_MIN_GAIN <= np.ptp(shown) else None
+
+
+def _draw_zoom(ax_z, ax_w, drawn, start, T, h):
+    ax_z.axhline(0, color="0.6", lw=0.8, ls=":", zorder=0)
+    for i, (x, _, weights) in enumerate(drawn):
+        keep = x >= start
+        _draw_weights(ax_z, x[keep], weights[keep], ls=LINESTYLES[i], labels=False)
+    ax_z.set_xlim(start, T)
+    ax_z.set_ylim(-h, h)
+    ax_z.set_title(f"weights near 0, steps {start}-{T}: the dashed box of the weights panel, "
+                   f"magnified", fontsize="medium")
+    ax_w.add_patch(Rectangle((start, -h), T - start, 2 * h, fill=False, ec="0.3", ls="--", lw=0.8))
 
 
 def plot_sparsity(results, *, ax=None, title=None):
@@ -171,32 +236,115 @@ def plot_accuracy_vs_sparsity(accuracy, *, dense=None, ax=None, title=None):
     return fig
 
 
-def plot_histories(histories, *, dense=None, ax=None, title=None):
-    """Test accuracy per epoch of several runs, ``histories`` = {label: labkit.train.History}.
+METRICS = {"test_acc": "test accuracy", "val_acc": "validation accuracy", "train_acc": "training accuracy"}
+BANDS = {"range": "min-max over seeds", "std": "mean ± 1 std over seeds"}
 
-    Epochs that do not count for the best accuracy (``eligible`` False: before the final sparsity)
-    are drawn with hollow markers; each run's best eligible epoch is starred."""
+
+def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax=None, title=None):
+    """Accuracy per epoch (in %) of training runs; the epoch each run selected is starred.
+
+    histories: {label: History} for single runs, or {label: [History, ...]} for one setup trained
+               with several seeds (the two may be mixed). Every History's ``best_epoch`` is the
+               epoch it selected (the best validation accuracy among its eligible epochs): that
+               is what is starred, never recomputed here.
+    metric:    the record key drawn: "test_acc" (default), "val_acc" or "train_acc".
+    band:      for several seeds: "range" shades min..max over the seeds at each epoch, "std"
+               mean +- the sample standard deviation (n - 1, as ``labkit.report.mean_std``).
+    dense:     an accuracy (fraction) drawn as a dashed line, e.g. the unpruned model's.
+
+    One run: its curve, with filled markers at the epochs eligible for selection
+    (``History.eligible_epochs``), hollow markers at the others (e.g. before the target
+    sparsity), a star at ``best_epoch``. Several seeds: the mean over the seeds with the same
+    markers (an epoch is eligible when it is in every seed), the band, and a star at each seed's
+    own selected epoch and value. The legend gives each run's test accuracy at its selected
+    epoch (mean +- std over seeds) and explains the markers.
+    """
+    from .report import pm
+
     if not isinstance(histories, dict) or not histories:
-        raise ValueError("histories must be a non-empty dict {label: History}")
-    fig, ax = _figure(ax, (7, 4))
-    for label, h in histories.items():
-        epochs = h.column("epoch")
-        acc = [100 * a for a in h.column("test_acc")]
-        eligible = [r.get("eligible", True) for r in h.records]
-        (line,) = ax.plot(epochs, acc, "-", label=f"{label} (best {h.best_acc:.2%})")
-        ax.plot([e for e, ok in zip(epochs, eligible) if ok], [a for a, ok in zip(acc, eligible) if ok],
-                "o", color=line.get_color(), ms=4)
-        ax.plot([e for e, ok in zip(epochs, eligible) if not ok], [a for a, ok in zip(acc, eligible) if not ok],
-                "o", color=line.get_color(), ms=4, mfc="none")
-        if h.best_epoch is not None:
-            ax.plot(h.best_epoch, 100 * h.best_acc, "*", color=line.get_color(), ms=12)
+        raise ValueError("histories must be a non-empty dict {label: History or [History, ...] (seeds)}")
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
+    if band not in BANDS:
+        raise ValueError(f"band must be one of {list(BANDS)}, got {band!r}")
+    runs = {label: _seeds(label, h) for label, h in histories.items()}
+    fig, ax = _figure(ax, (9, 4))
+    handles = []
+    for i, (label, seeds) in enumerate(runs.items()):
+        color = f"C{i % 10}"
+        epochs = np.array(seeds[0].column("epoch"))                       # (E,)
+        values = 100 * np.array([_values(label, h, metric) for h in seeds])  # (S, E)
+        mean = values.mean(axis=0)                                         # (E,)
+        eligible = np.isin(epochs, sorted(set.intersection(*(set(h.eligible_epochs) for h in seeds))))
+        (line,) = ax.plot(epochs, mean, "-", color=color)
+        ax.plot(epochs[eligible], mean[eligible], "o", color=color, ms=4)
+        ax.plot(epochs[~eligible], mean[~eligible], "o", color=color, ms=4, mfc="none")
+        if len(seeds) > 1:
+            lo, hi = ((values.min(axis=0), values.max(axis=0)) if band == "range" else
+                      (mean - values.std(axis=0, ddof=1), mean + values.std(axis=0, ddof=1)))
+            ax.fill_between(epochs, lo, hi, color=color, alpha=0.2, lw=0)
+        for h, v in zip(seeds, values):
+            if h.best_epoch is not None:
+                ax.plot(h.best_epoch, v[list(epochs).index(h.best_epoch)], "*", color=color, ms=12,
+                        mec="k", mew=0.5)
+        selected = [h.best_acc for h in seeds if h.best_epoch is not None]
+        if not selected:
+            summary = "no eligible epoch"
+        elif len(seeds) == 1:
+            summary = f"test {selected[0]:.2%} at selected epoch {seeds[0].best_epoch}"
+        else:
+            summary = f"test {pm(selected)} at the selected epochs, {len(seeds)} seeds"
+        line.set_label(f"{label} ({summary})")
+        handles.append(line)
     if dense is not None:
-        ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"dense ({dense:.2%})")
-    ax.set(xlabel="epoch", ylabel="test accuracy (%)", title=title or "Test accuracy per epoch")
+        handles.append(ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"dense ({dense:.2%})"))
+    handles += _marker_key(runs, band)
+    name = METRICS[metric]
+    ax.set(xlabel="epoch", ylabel=f"{name} (%)", title=title or f"{name.capitalize()} per epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
     return fig
+
+
+def _seeds(label, value) -> list:
+    """One History or a non-empty list of them (seeds of one setup, the same epochs) -> a list."""
+    seeds = list(value) if isinstance(value, Sequence) else [value]
+    if not seeds or not all(hasattr(h, "records") and hasattr(h, "best_epoch") for h in seeds):
+        raise ValueError(f"histories[{label!r}] must be a labkit.train.History or a non-empty list of "
+                         f"them (one per seed); got {type(value).__name__}")
+    if any(not h.records for h in seeds):
+        raise ValueError(f"histories[{label!r}]: a run has no epoch to draw")
+    if any(h.column("epoch") != seeds[0].column("epoch") for h in seeds):
+        raise ValueError(f"histories[{label!r}]: the seeds ran different epochs; a mean over seeds "
+                         f"needs the same epochs in every run")
+    return seeds
+
+
+def _values(label, h, metric) -> list[float]:
+    values = h.column(metric)
+    if any(v is None for v in values):
+        raise ValueError(f"histories[{label!r}] has no {metric!r} in every epoch (a run without a "
+                         f"validation split has no 'val_acc'); choose another metric")
+    return values
+
+
+def _marker_key(runs, band) -> list:
+    """Grey legend entries for the markers that were drawn."""
+    seeds = [h for hs in runs.values() for h in hs]
+    on = {h.selected_on for h in seeds}
+    rule = ("best validation accuracy" if on == {"val_acc"} else
+            "best test accuracy" if on == {"test_acc"} else "History.best_epoch")
+    key = [Line2D([], [], ls="", marker="o", ms=4, color="0.4", label="epoch eligible for selection")]
+    if any(set(h.column("epoch")) - set(h.eligible_epochs) for h in seeds):
+        key.append(Line2D([], [], ls="", marker="o", ms=4, mfc="none", color="0.4",
+                          label="not eligible (e.g. before the target sparsity)"))
+    several = any(len(hs) > 1 for hs in runs.values())
+    key.append(Line2D([], [], ls="", marker="*", ms=10, color="0.4", mec="k", mew=0.5,
+                      label=f"selected epoch ({rule})" + ("; one per seed" if several else "")))
+    if several:
+        key.append(Patch(color="0.4", alpha=0.2, label=f"band: {BANDS[band]}; line: mean"))
+    return key
 
 
 def _figure(ax, size):
