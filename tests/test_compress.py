@@ -1,0 +1,340 @@
+"""The Deep Compression storage format: bit-exact round trips (dense, pruned, quantized, pruned +
+quantized, channel-pruned), the size report's parts against counts computed here, filler zeros on
+hand-made gaps, and truncated, corrupted and foreign files rejected."""
+import hashlib
+import io
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import compress, models, prune, quant
+from labkit.compress import PARTS, load, relative_indices, save, size_report
+
+
+def random_resnet(seed=0, **kwargs) -> models.ResNet:
+    """A ResNet-20 with random weights and random batch-norm state (as after training)."""
+    torch.manual_seed(seed)
+    net = models.ResNet(**kwargs)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_()
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.1, 2.0)
+                m.num_batches_tracked.fill_(1234)
+        net.fc.bias.normal_()
+    return net
+
+
+def make(kind: str, seed=0) -> models.ResNet:
+    """dense / pruned (80 %, masks) / quantized (4 bits) / pruned+quantized (mask-aware)."""
+    net = random_resnet(seed)
+    if "pruned" in kind:
+        prune.prune_by_percentage(net, 0.8)
+    if "quantized" in kind:
+        quant.set_bits(net, 4)
+    return net
+
+
+def bits_of(t: torch.Tensor) -> torch.Tensor:
+    """The bit pattern of a float32 tensor, with -0.0 read as +0.0 (x + 0.0 maps -0 to +0)."""
+    return (t.detach() + 0.0).view(torch.int32) if t.is_floating_point() else t.detach()
+
+
+def assert_same_model(net, loaded):
+    """Effective weights, biases, batch-norm state and input normalisation bit for bit."""
+    own = {name: m for name, m in net.named_modules() if "parametrizations" not in name}
+    for name, m in loaded.named_modules():
+        for t in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked", "mean", "std"):
+            value = getattr(m, t, None)
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(bits_of(value), bits_of(getattr(own[name], t)), rtol=0, atol=0,
+                                           msg=f"{name}.{t}")
+    X = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(X), net.eval()(X))
+
+
+# --- round trips ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("huffman", [True, False])
+@pytest.mark.parametrize("kind", ["dense", "pruned", "quantized", "pruned+quantized"])
+def test_round_trip_bit_exact(tmp_path, kind, huffman):
+    net = make(kind)
+    report = save(net, tmp_path / "m.lkdc", huffman=huffman)
+    loaded = load(tmp_path / "m.lkdc")
+    assert type(loaded) is models.ResNet and loaded.training
+    assert prune.masks(loaded) == {} and quant.bits_of(loaded.stage1[0].conv1) is None  # plain model
+    assert_same_model(net, loaded)
+    assert report.file_bytes == (tmp_path / "m.lkdc").stat().st_size
+
+
+@pytest.mark.parametrize("index_bits", [1, 2, 3, 5, 8])
+def test_round_trip_other_index_widths(tmp_path, index_bits):
+    net = make("pruned+quantized", seed=1)
+    save(net, tmp_path / "m.lkdc", index_bits=index_bits)
+    assert_same_model(net, load(tmp_path / "m.lkdc"))
+
+
+def test_round_trip_channel_pruned(tmp_path):
+    """Narrower inner convs (a channel-pruned ResNet-20): the shapes come from the file."""
+    inner = (8, 4, 16, 16, 8, 32, 32, 20, 64, 1)[:9]
+    net = random_resnet(2, inner=inner)
+    prune.prune_by_percentage(net, 0.5)
+    save(net, tmp_path / "m.lkdc")
+    loaded = load(tmp_path / "m.lkdc")
+    assert [b.conv1.out_channels for s in (loaded.stage1, loaded.stage2, loaded.stage3) for b in s] == list(inner)
+    assert_same_model(net, loaded)
+
+
+def test_negative_zeros_load_as_zeros(tmp_path):
+    """-0.0 weights are zeros: not stored in CSR, loaded as +0.0; the values are equal."""
+    net = random_resnet(3)
+    with torch.no_grad():
+        for _, m in models.prunable_layers(net):
+            w = m.weight
+            w[w.abs() < w.abs().quantile(0.8)] = -0.0
+    report = save(net, tmp_path / "m.lkdc")
+    assert all(layer.stored_as.startswith("CSR") for layer in report.layers if layer.weights)
+    loaded = load(tmp_path / "m.lkdc")
+    assert_same_model(net, loaded)
+
+
+# --- the size report ----------------------------------------------------------------------------
+
+def reference_fillers(w: np.ndarray, index_bits: int) -> int:
+    """Filler zeros counted by walking the flat weight: after 2^k - 1 skipped zeros the next zero
+    must be stored (as a filler) when a later non-zero still has to be reached."""
+    pending = fillers = run = 0
+    for v in w:
+        if v == 0:
+            run += 1
+            if run == 2 ** index_bits:   # the gap would be 2^k: this zero becomes a filler
+                pending, run = pending + 1, 0
+        else:
+            fillers, pending, run = fillers + pending, 0, 0
+    return fillers
+
+
+def header_bound(net) -> int:
+    """An upper bound on what the file adds to the parts: magic (8), version (2), length (8),
+    index bits (1), record count (2), checksum (32); per module its name and 3 bytes; per tensor
+    its shape (1 + 4 per dimension), encoding, counts and stream headers (at most 20 bytes) and
+    at most 2 bytes of padding."""
+    bound = 8 + 2 + 8 + 1 + 2 + 32
+    for name, m in net.named_modules():
+        if "parametrizations" in name:
+            continue
+        tensors = [t for t in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked",
+                               "mean", "std") if isinstance(getattr(m, t, None), torch.Tensor)]
+        if tensors and not list(m.children()) or isinstance(m, models.ResNet):
+            bound += 3 + len(name) + sum(1 + 4 * getattr(m, t).dim() + 20 + 2 for t in tensors)
+    return bound
+
+
+@pytest.mark.parametrize("kind", ["dense", "pruned", "quantized", "pruned+quantized"])
+def test_parts_add_up_to_the_file(tmp_path, kind):
+    net = make(kind)
+    for huffman in (False, True):
+        report = save(net, tmp_path / "m.lkdc", huffman=huffman)
+        size = (tmp_path / "m.lkdc").stat().st_size
+        assert size == report.file_bytes == size_report(net, huffman=huffman).file_bytes
+        assert report.total_bytes <= size <= report.total_bytes + header_bound(net)
+        assert report.total_bits == sum(report.parts.values()) == sum(l.total for l in report.layers)
+        assert report.total_bits <= report.fixed_bits
+
+
+def test_parts_of_a_dense_float_model():
+    """Everything float32: weights, fc bias and the input normalisation in 'float'; batch norm
+    32 bits per scale, shift, mean, variance and 64 for the step count."""
+    net = random_resnet()
+    report = size_report(net)
+    weights = sum(m.weight.numel() for _, m in models.prunable_layers(net))
+    bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert report.parts == {"codes": 0, "indices": 0, "codebooks": 0,
+                            "float": 32 * (weights + 10 + 6),
+                            "batchnorm": sum(4 * 32 * m.num_features + 64 for m in bn), "tables": 0}
+    assert all(layer.stored_as == "dense fp32" for layer in report.layers if layer.weights)
+
+
+@pytest.mark.parametrize("index_bits", [2, 4, 5])
+def test_parts_of_a_pruned_float_model(index_bits):
+    """CSR at fixed width: (non-zeros + fillers) x 32 bits of values and x k bits of indices."""
+    net = make("pruned")
+    report = size_report(net, index_bits=index_bits, huffman=False)
+    layers = {layer.name: layer for layer in report.layers}
+    for name, m in models.prunable_layers(net):
+        w = m.weight.detach().flatten().numpy()
+        entries = np.count_nonzero(w) + reference_fillers(w, index_bits)
+        layer = layers[name]
+        assert layer.stored_as == "CSR fp32"
+        assert layer.fillers == reference_fillers(w, index_bits)
+        assert layer.bits["codes"] == 32 * entries and layer.bits["indices"] == index_bits * entries
+
+
+def test_parts_of_a_quantized_model():
+    """Dense 4-bit codes: the codebook holds the levels used, the codes ceil(log2 levels) bits."""
+    net = make("quantized")
+    report = size_report(net, huffman=False)
+    layers = {layer.name: layer for layer in report.layers}
+    for name, m in models.prunable_layers(net):
+        if quant.bits_of(m) is None:
+            continue
+        levels = len(torch.unique(m.weight.detach()))
+        assert 2 <= levels <= 16
+        assert layers[name].bits["codebooks"] == 32 * levels
+        assert layers[name].bits["codes"] == m.weight.numel() * math.ceil(math.log2(levels))
+
+
+def test_huffman_shrinks_the_codes():
+    net = make("pruned+quantized")
+    fixed, coded = size_report(net, huffman=False), size_report(net, huffman=True)
+    assert coded.parts["codes"] + coded.parts["indices"] < fixed.parts["codes"] + fixed.parts["indices"]
+    assert coded.fixed_bits == fixed.total_bits
+    assert coded.parts["tables"] > 0 and fixed.parts["tables"] == 0
+
+
+def test_table_lists_every_module_and_the_totals():
+    report = size_report(make("pruned"))
+    text = report.table()
+    assert "stage3.2.conv2" in text and "stage3.2.bn2" in text and "CSR fp32" in text
+    total = [line for line in text.splitlines() if line.startswith("total")][0].split()
+    assert int(total[-1]) == report.total_bits and f"{report.file_bytes:,}" in text
+
+
+# --- relative indices and filler zeros --------------------------------------------------------
+
+def test_filler_zeros_on_hand_made_gaps():
+    """k = 2: gaps up to 3 fit; a gap of 4 needs one filler, a gap of 11 two (11 = 4 + 4 + 3)."""
+    gaps, filler = relative_indices([0, 3, 8, 20], index_bits=2)
+    assert gaps.tolist() == [0, 2, 3, 0, 3, 3, 3]
+    assert filler.tolist() == [False, False, True, False, True, True, False]
+    np.testing.assert_array_equal(np.cumsum(gaps + 1) - 1, [0, 3, 7, 8, 12, 16, 20])
+    gaps, filler = relative_indices([3, 7], index_bits=2)  # gaps of exactly 3 and 3
+    assert gaps.tolist() == [3, 3] and not filler.any()
+    gaps, filler = relative_indices([], index_bits=4)
+    assert gaps.size == 0 and filler.size == 0
+
+
+def test_filler_zeros_in_a_layer(tmp_path):
+    """fc (10 x 64 = 640 weights) with hand-placed non-zeros; k = 3 (span 8)."""
+    net = random_resnet(4)
+    positions = [0, 7, 8, 16, 17, 100, 639]  # gaps 0, 6, 0, 7, 0, 82, 538
+    with torch.no_grad():
+        w = torch.zeros(640)
+        w[positions] = torch.arange(1.0, 8.0)
+        net.fc.weight.copy_(w.view(10, 64))
+    report = save(net, tmp_path / "m.lkdc", index_bits=3, huffman=False)
+    fc = next(layer for layer in report.layers if layer.name == "fc")
+    fillers = 82 // 8 + 538 // 8
+    assert (fc.stored_as, fc.entries, fc.fillers) == ("CSR fp32", 7 + fillers, fillers)
+    assert fc.bits["codes"] == 32 * (7 + fillers) and fc.bits["indices"] == 3 * (7 + fillers)
+    assert fc.fillers == reference_fillers(w.numpy(), 3)
+    assert_same_model(net, load(tmp_path / "m.lkdc"))
+
+
+# --- bad files and bad arguments --------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def good_file(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("c") / "m.lkdc"
+    save(make("pruned+quantized"), path)
+    return path.read_bytes()
+
+
+def resealed(blob: bytes) -> bytes:
+    """The file with its checksum recomputed: a damaged file that the checksum does not catch."""
+    return blob[:-32] + hashlib.sha256(blob[:-32]).digest()
+
+
+def test_truncated_files_rejected(tmp_path, good_file):
+    for cut in (1, 31, 33, len(good_file) // 2, len(good_file) - 30):
+        (tmp_path / "t.lkdc").write_bytes(good_file[:cut])
+        with pytest.raises(ValueError, match="truncated|not a labkit"):
+            load(tmp_path / "t.lkdc")
+    (tmp_path / "t.lkdc").write_bytes(good_file + b"\0")
+    with pytest.raises(ValueError, match="extra bytes"):
+        load(tmp_path / "t.lkdc")
+
+
+@pytest.mark.parametrize("where", [0.3, 0.6, 0.999])
+def test_corrupted_files_rejected(tmp_path, good_file, where):
+    blob = bytearray(good_file)
+    blob[int(where * (len(blob) - 1))] ^= 0x10
+    (tmp_path / "c.lkdc").write_bytes(blob)
+    with pytest.raises(ValueError, match="corrupted"):
+        load(tmp_path / "c.lkdc")
+
+
+def test_foreign_files_rejected(tmp_path, good_file):
+    buffer = io.BytesIO()
+    torch.save(random_resnet().state_dict(), buffer)
+    for name, blob in [("pt", buffer.getvalue()), ("empty", b""), ("text", b"hello\n" * 20)]:
+        (tmp_path / name).write_bytes(blob)
+        with pytest.raises(ValueError, match="not a labkit compressed model"):
+            load(tmp_path / name)
+    newer = bytearray(good_file)
+    newer[8:10] = struct.pack("<H", compress.VERSION + 1)
+    (tmp_path / "v").write_bytes(newer)
+    with pytest.raises(ValueError, match="version"):
+        load(tmp_path / "v")
+
+
+def test_damaged_records_rejected_even_with_a_valid_checksum(tmp_path, good_file):
+    """Random byte flips in the records, checksum recomputed: every load either raises ValueError
+    or gives a ResNet-20 (a flipped float value is still a model); nothing else escapes."""
+    rng = np.random.default_rng(0)
+    outcomes = {"ValueError": 0, "model": 0}
+    for i in range(60):
+        blob = bytearray(good_file)
+        at = int(rng.integers(21, 400)) if i % 2 else int(rng.integers(21, len(blob) - 32))
+        blob[at] ^= 1 << int(rng.integers(8))
+        (tmp_path / "d.lkdc").write_bytes(resealed(bytes(blob)))
+        try:
+            assert isinstance(load(tmp_path / "d.lkdc"), models.ResNet)
+            outcomes["model"] += 1
+        except ValueError:
+            outcomes["ValueError"] += 1
+    assert outcomes["ValueError"] > 10  # flips in names, kinds, shapes and lengths are caught
+
+
+def test_other_architectures_rejected(tmp_path):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    save(net, tmp_path / "s.lkdc")
+    with pytest.raises(ValueError, match="ResNet-20"):
+        load(tmp_path / "s.lkdc")
+    with pytest.raises(ValueError, match="does not store"):
+        size_report(torch.nn.Sequential(torch.nn.LayerNorm(4)))
+
+
+def test_bad_arguments_rejected():
+    net = random_resnet()
+    for bad in (0, 17, 4.0, True, "4"):
+        with pytest.raises(ValueError, match="index_bits must be an int in 1..16"):
+            size_report(net, index_bits=bad)
+    with pytest.raises(ValueError, match="huffman must be True or False"):
+        size_report(net, huffman="yes")
+    with pytest.raises(ValueError, match="float32"):
+        size_report(random_resnet().double())
+
+
+# --- the goal ------------------------------------------------------------------------------------
+
+def test_80_percent_sparse_4_bit_resnet20_is_15x_smaller(tmp_path, data_root):
+    """The pretrained ResNet-20, 80 % pruned per layer, residual stages 4-bit mask-aware: its file
+    is >= 15x smaller than torch.save of the dense fp32 state dict, and loads back bit-identical."""
+    net = models.resnet20(pretrained=True, root=data_root)
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    prune.prune_by_percentage(net, 0.8)
+    quant.set_bits(net, 4)
+    report = save(net, tmp_path / "m.lkdc")
+    ratio = len(buffer.getvalue()) / report.file_bytes
+    print(f"\ndense torch.save {len(buffer.getvalue()):,} bytes; compressed {report.file_bytes:,} "
+          f"bytes: {ratio:.1f}x")
+    assert ratio >= 15
+    assert_same_model(net, load(tmp_path / "m.lkdc"))
