@@ -89,6 +89,34 @@ def pm(values: Sequence[float], *, percent: bool = True) -> str:
     return f"{mean * scale:.2f} ± {std * scale:.2f}{unit}"
 
 
+def difference(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """mean(a) - mean(b) and its standard error over seeds, sqrt(s_a^2 / n_a + s_b^2 / n_b)
+    (sample standard deviations; needs two values or more on each side)."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    if math.isnan(sa) or math.isnan(sb):
+        raise ValueError("difference: need two seeds or more on each side to estimate the noise")
+    return ma - mb, math.sqrt(sa ** 2 / len(a) + sb ** 2 / len(b))
+
+
+def verdict(diff: float, se: float) -> str:
+    """'beyond the noise' when |diff| exceeds two standard errors, else 'within the noise'."""
+    return "beyond the noise (> 2 standard errors)" if abs(diff) > 2 * se else "within the noise (<= 2 standard errors)"
+
+
+def seeds_table(runs) -> str:
+    """One row per method, {label: [History of each seed]}: mean ± std over the seeds of the test
+    accuracy at the validation-selected epoch (what we report), of the best test accuracy of any
+    epoch (the course's protocol, optimistic) and of the final test accuracy."""
+    rows = []
+    for label, histories in runs.items():
+        histories = list(histories)
+        if not histories:
+            raise ValueError(f"seeds_table: no run for {label!r}")
+        rows.append([label, len(histories), pm([h.best_acc for h in histories]),
+                     pm([h.peak_test_acc for h in histories]), pm([h.final_acc for h in histories])])
+    return table(rows, ["run", "seeds", "validation-selected", "course protocol (best test)", "final"])
+
+
 # --- results for the book's results page ------------------------------------------------------------
 
 class Results:

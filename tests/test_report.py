@@ -64,3 +64,24 @@ def test_results_are_saved_per_profile_and_never_twice_per_key(tmp_path, monkeyp
                                  "std": None, "n": 1, "unit": "acc"}
     monkeypatch.setenv("LABKIT_PROFILE", "ci")
     assert report.Results("lab9").save(tmp_path) == tmp_path / "ci" / "lab9.json"
+
+
+def test_difference_of_means_and_its_standard_error_by_hand():
+    diff, se = report.difference([0.80, 0.82, 0.84], [0.70, 0.71, 0.72])
+    assert diff == pytest.approx(0.11)
+    assert se == pytest.approx(((0.02 ** 2) / 3 + (0.01 ** 2) / 3) ** 0.5)
+    assert report.verdict(diff, se).startswith("beyond") and report.verdict(0.01, 0.01).startswith("within")
+    with pytest.raises(ValueError, match="two seeds"):
+        report.difference([0.8], [0.7, 0.71])
+
+
+def test_seeds_table_summarises_each_method_over_its_seeds():
+    from labkit.train import History
+
+    def run(val, test):
+        return History([{"epoch": i + 1, "val_acc": v, "test_acc": t} for i, (v, t) in enumerate(zip(val, test))])
+
+    runs = {"a": [run([0.5, 0.9], [0.80, 0.70]), run([0.9, 0.5], [0.60, 0.90])]}
+    row = report.seeds_table(runs).splitlines()[2]
+    # selected on validation: 0.70 and 0.60; course protocol: 0.80 and 0.90; final: 0.70 and 0.90
+    assert "65.00 ± 7.07 %" in row and "85.00 ± 7.07 %" in row and "80.00 ± 14.14 %" in row
