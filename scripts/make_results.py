@@ -129,8 +129,8 @@ def _cell(text) -> str:
 def _run_lines(run: dict) -> list[str]:
     lines = []
     when = run.get("date", "unknown date")
-    took = f", {run['minutes']} min" if run.get("minutes") is not None else ""
-    lines.append(f"- **run**: {when}, profile {run.get('profile', 'full')}{took}")
+    took = f", took {run['minutes']} min" if run.get("minutes") is not None else ""
+    lines.append(f"- **run**: {when}, {run.get('profile', 'full')} profile{took}")
     device = run.get("device", "unknown")
     if run.get("torch"):
         device += f"; torch {run['torch']}"
@@ -189,7 +189,7 @@ def render(labs: dict[str, dict], results: dict[str, dict], reference: dict, *, 
             if refs:
                 out += ["| result | ours | " + ref_header + " |", "| --- | --- | --- |"]
                 for key, ref in refs.items():
-                    out.append(f"| {_cell(ref_labels.get(key, key))} | not yet run | {ref:.2f} %"
+                    out.append(f"| {_cell(ref_labels.get(key, key))} | — | {ref:.2f} %"
                                f"{_note_mark(key, ref_notes, notes)} |")
                 out.append("")
             out += _footnotes(notes)

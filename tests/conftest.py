@@ -36,3 +36,23 @@ def subset_root(data_root) -> Path:
         pytest.skip(f"{data_root} holds CIFAR-10 but not the course's offline subset (5085 train / "
                     f"1017 test) that this test's exact numbers are for")
     return data_root
+
+
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    """The course site built once per session, strictly as CI builds it (any Sphinx warning fails):
+    ``jupyter-book build . -W -n --keep-going``. Returns its ``_build/html`` folder."""
+    import shutil
+    import subprocess
+    import sys
+
+    # the jupyter-book script installed beside this Python (jupyter_book has no __main__)
+    exe = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if exe is None:
+        pytest.fail("jupyter-book is not installed: run `make install`")
+    out = tmp_path_factory.mktemp("book")
+    cmd = [exe, "build", str(REPO), "--path-output", str(out), "-W", "-n", "--keep-going"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if result.returncode != 0:
+        pytest.fail("the strict book build failed:\n" + result.stdout[-4000:] + result.stderr[-4000:])
+    return out / "_build" / "html"
