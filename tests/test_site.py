@@ -90,7 +90,7 @@ INSPECT = r"""
       }
     }
     if (cut || (!scroller && el.getBoundingClientRect().right > right + 1)) r.clipped.push(describe(el));
-    else if (scroller && !(scroller.offsetHeight - scroller.clientHeight >= 4
+    else if (scroller && !el.matches('mjx-container') && !(scroller.offsetHeight - scroller.clientHeight >= 4
                            || getComputedStyle(scroller).backgroundImage.includes('gradient')))
       r.noScrollbar.push(describe(el));                           // scrolls, but nothing says so
     if (el.matches('mjx-container') && el.scrollWidth > el.clientWidth + 1) r.wideEquations.push(describe(el));
