@@ -1,0 +1,143 @@
+"""A model's bytes on disk, stage by stage of Deep Compression (Lab 4 (a)).
+
+Han, Mao and Dally (ICLR 2016) compress in three stages, each on top of the previous one; we
+measure each with real files and `labkit.compress`'s exact accounting:
+
+    "torch.save"     the naive file, ``torch.save(net.state_dict(), path)``: every weight as
+                     float32, even the pruned ones, plus (for a pruned or quantized model) its
+                     masks, one byte per weight, and the quantizers' settings;
+    "CSR"            pruning pays: only the non-zero weights, as float32 values with relative
+                     indices (`compress.size_report` of the model with its quantizers baked into
+                     float32 values, without Huffman coding);
+    "+ quantization" the values become b-bit codes into a codebook (`compress.size_report`
+                     without Huffman coding; a float model is unchanged by this stage);
+    "+ Huffman"      codes and indices Huffman-coded: the file `compress.save` writes.
+
+Each stage is {part: bytes}, with the part names of `compress.PARTS` plus "masks" and "header":
+for torch.save "float" (every float32 tensor outside batch norm: weights, pruned entries
+included, biases, the input normalisation), "masks", "batchnorm" and "header" (the container: the
+zip archive, the pickled structure, the quantizers' settings: the file's size minus its
+tensors' bytes); for the others `compress.SizeReport.parts` plus its header. Every stage's parts
+add up to its file's size.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import compress, structured
+
+__all__ = ["STAGES", "torch_save_parts", "stages", "totals", "stage_table", "plot_stages"]
+
+STAGES = ("torch.save", "CSR", "+ quantization", "+ Huffman")
+_PART_ORDER = ("float", "masks", "codes", "indices", "codebooks", "tables", "batchnorm", "header")  # colours
+
+
+def torch_save_parts(net: nn.Module, path) -> dict[str, int]:
+    """Write ``torch.save(net.state_dict(), path)`` and split the file's size into parts (bytes):
+    float (weights, pruned entries included, biases, the input normalisation), masks, batchnorm
+    and header (the container: the rest of the file)."""
+    path = Path(path)
+    state = net.state_dict()
+    torch.save(state, path)
+    modules = dict(net.named_modules())
+    parts = dict.fromkeys(("float", "masks", "batchnorm", "header"), 0)
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue                                  # a quantizer's settings: pickled, header
+        owner = key.split(".parametrizations.")[0] if ".parametrizations." in key else key.rpartition(".")[0]
+        if key.endswith(".mask"):
+            part = "masks"
+        elif isinstance(modules.get(owner), nn.BatchNorm2d):
+            part = "batchnorm"
+        else:
+            part = "float"
+        parts[part] += value.numel() * value.element_size()
+    parts["header"] = path.stat().st_size - sum(parts.values())
+    return parts
+
+
+def _baked(net: nn.Module) -> nn.Module:
+    """A plain ResNet (no masks, no quantizers) holding `net`'s effective weights as float32.
+
+    Not ``remove_parametrizations`` on a deep copy: the copy shares the injected
+    ``Parametrized*`` classes with `net`, and removing the last parametrization deletes the
+    class's ``weight`` property, which breaks `net` itself. Channel pruning that keeps every
+    channel builds exactly that plain copy.
+    """
+    return structured.prune_channels(net, 1.0)
+
+
+def _report_parts(report: compress.SizeReport) -> dict[str, float]:
+    return {**report.parts_bytes, "header": report.header_bytes}
+
+
+def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[str, dict[str, float]]:
+    """{stage: {part: bytes}} for every stage of `STAGES`; writes ``folder/<name>.pt`` (torch.save)
+    and ``folder/<name>.lkc`` (`compress.save`). index_bits: bits per relative index."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {"torch.save": torch_save_parts(net, folder / f"{name}.pt")}
+    out["CSR"] = _report_parts(compress.size_report(_baked(net), index_bits=index_bits, huffman=False))
+    out["+ quantization"] = _report_parts(compress.size_report(net, index_bits=index_bits, huffman=False))
+    report = compress.save(net, folder / f"{name}.lkc", index_bits=index_bits)
+    out["+ Huffman"] = _report_parts(report)
+    return out
+
+
+def totals(stage_parts: dict[str, dict[str, float]]) -> dict[str, float]:
+    """{stage: total bytes} of one model's `stages`."""
+    return {stage: sum(parts.values()) for stage, parts in stage_parts.items()}
+
+
+def stage_table(models: dict[str, dict], *, reference: float) -> str:
+    """Text table, one row per model ({label: stages(...)}): bytes at every stage and the ratio
+    reference / bytes of the last stage (reference: e.g. the dense model's torch.save bytes)."""
+    from .report import table
+
+    rows = []
+    for label, st in models.items():
+        t = totals(st)
+        rows.append([label] + [f"{round(t[s]):,}" for s in STAGES] + [f"{reference / t[STAGES[-1]]:.1f}x"])
+    return table(rows, ["model"] + [f"{s} (bytes)" for s in STAGES] + ["ratio"])
+
+
+def plot_stages(models: dict[str, dict], *, reference: float | None = None, title=None):
+    """Stacked bars, one group per model ({label: stages(...)}), one bar per stage, stacked by
+    part (kB); above each bar its total and, with `reference` (bytes), reference / total.
+    Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    if not models:
+        raise ValueError("plot_stages: no model to show")
+    part_names = list(dict.fromkeys([*_PART_ORDER, *(p for st in models.values() for s in STAGES for p in st[s])]))
+    colors = {p: f"C{i % 10}" for i, p in enumerate(part_names)}
+    fig, ax = plt.subplots(figsize=(max(7.0, 2.6 * len(models)), 4.6))
+    width = 0.8 / len(STAGES)
+    shown, ticks = set(), []
+    for g, (label, st) in enumerate(models.items()):
+        for i, stage in enumerate(STAGES):
+            x = g + (i - (len(STAGES) - 1) / 2) * width
+            bottom = 0.0
+            for part, size in st[stage].items():
+                if size <= 0:
+                    continue
+                ax.bar(x, size / 1e3, width * 0.9, bottom=bottom, color=colors[part],
+                       label=None if part in shown else part)
+                shown.add(part)
+                bottom += size / 1e3
+            text = f"{bottom:.0f}" if reference is None else f"{bottom:.0f}\n{reference / (bottom * 1e3):.1f}x"
+            ax.text(x, bottom, text, ha="center", va="bottom", fontsize=6.5)
+            ticks.append((x, stage))
+        ax.text(g, -0.34, label, ha="center", va="top", fontsize=9, transform=ax.get_xaxis_transform())
+    ax.set_xticks([x for x, _ in ticks])
+    ax.set_xticklabels([s for _, s in ticks], rotation=90, fontsize=7)
+    ax.set_ylabel("kB on disk")
+    ax.margins(y=0.15)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if title:
+        ax.set_title(title)
+    fig.subplots_adjust(bottom=0.32, left=0.1, right=0.84, top=0.93 if title else 0.97)
+    return fig
