@@ -42,7 +42,8 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["CSRConv2d", "CSRLinear", "to_csr", "im2col", "count_macs", "count_params",
-           "Latency", "measure", "thread_settings", "latency_table", "plot_latency"]
+           "Latency", "measure", "thread_settings", "Speedup", "speedup", "crossover",
+           "latency_table", "plot_latency"]
 
 
 # --- sparse (CSR) layers ------------------------------------------------------------------------
@@ -350,6 +351,49 @@ def _bar(total: int, enabled: bool):
     bar = _progress(total, "latency", enabled)
     bar.unit = "setting"
     return bar
+
+
+# --- reading results ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Speedup:
+    """median(baseline) / median(model), and the range the quartiles allow:
+    low = q1(baseline) / q3(model), high = q3(baseline) / q1(model)."""
+
+    median: float
+    low: float
+    high: float
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x (quartiles allow {self.low:.2f}x to {self.high:.2f}x)"
+
+
+def speedup(results: dict, model, baseline, batch_size: int, threads=None) -> Speedup:
+    """How much faster `model` ran than `baseline` at one setting of `measure`'s results."""
+    try:
+        m, base = results[(model, batch_size, threads)], results[(baseline, batch_size, threads)]
+    except KeyError as e:
+        raise ValueError(f"no measurement {e.args[0]!r}; measured: {sorted(map(str, results))}") from None
+    (mq1, mq3), (bq1, bq3) = m.quartiles, base.quartiles
+    return Speedup(base.median / m.median, bq1 / mq3, bq3 / mq1)
+
+
+def crossover(results: dict, kind: str, baseline) -> dict:
+    """{(batch_size, threads): the lowest sparsity s such that every model (kind, s') with
+    s' >= s ran faster than `baseline` (median), or None if the fastest-sparsity one did not}.
+    Model keys are (kind, sparsity) tuples."""
+    out = {}
+    for b, t in dict.fromkeys((b, t) for _, b, t in results):
+        base = results[(baseline, b, t)].median
+        found = None
+        points = sorted((k[1], lat.median) for (k, bb, tt), lat in results.items()
+                        if isinstance(k, tuple) and k[0] == kind and (bb, tt) == (b, t))
+        for s, med in reversed(points):       # from the sparsest down, while faster than baseline
+            if med >= base:
+                break
+            found = s
+        out[(b, t)] = found
+    return out
 
 
 # --- showing results ----------------------------------------------------------------------------

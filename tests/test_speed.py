@@ -171,3 +171,32 @@ def test_plot_latency_needs_kind_sparsity_keys():
                         min_run_time=0.001, image_shape=(3,), progress=False)
     with pytest.raises(ValueError, match="kind, sparsity"):
         speed.plot_latency(lat)
+
+
+def _fake(times_by_key) -> dict:
+    """Results of `measure` with given per-call times (seconds), batch 1, one thread."""
+    from torch.utils.benchmark.utils.common import Measurement, TaskSpec
+
+    out = {}
+    for key, times in times_by_key.items():
+        m = Measurement(1, list(times), TaskSpec("run()", "pass", num_threads=1))
+        out[(key, 1, 1)] = speed.Latency(key, 1, 1, "cpu", m)
+    return out
+
+
+def test_speedup_and_its_range():
+    res = _fake({"base": [4.0, 5.0, 6.0, 7.0, 8.0], "fast": [1.0, 2.0, 2.0, 2.0, 3.0]})
+    s = speed.speedup(res, "fast", "base", 1, 1)
+    assert s.median == pytest.approx(6.0 / 2.0)
+    assert s.low == pytest.approx(5.0 / 2.0) and s.high == pytest.approx(7.0 / 2.0)   # q1/q3, q3/q1
+    with pytest.raises(ValueError, match="no measurement"):
+        speed.speedup(res, "fast", "base", 256, 1)
+
+
+def test_crossover():
+    base = [1.0] * 3
+    res = _fake({("dense", 0.0): base, ("CSR", 0.5): [3.0] * 3, ("CSR", 0.8): [0.9] * 3,
+                 ("CSR", 0.9): [1.1] * 3, ("CSR", 0.95): [0.5] * 3})
+    assert speed.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): 0.95}   # 0.9 is slower again
+    res[(("CSR", 0.95), 1, 1)] = _fake({("CSR", 0.95): [2.0] * 3})[(("CSR", 0.95), 1, 1)]
+    assert speed.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): None}
