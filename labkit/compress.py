@@ -36,6 +36,7 @@ so a channel-pruned ResNet-20 (narrower inner convs) loads too.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import struct
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ from .huffman import decode as huffman_decode
 from .huffman import encode as huffman_encode
 
 __all__ = ["MAGIC", "VERSION", "PARTS", "LayerSize", "SizeReport", "relative_indices",
-           "size_report", "save", "load"]
+           "size_report", "torch_save_bytes", "save", "load"]
 
 MAGIC = b"\x89LABKIT\n"  # a non-ASCII first byte and a newline: text-mode copies break it
 VERSION = 1
@@ -60,11 +61,12 @@ _HEAD = struct.Struct("<8sHQBH")  # magic, version, file length, index_bits, rec
 _SUM = 32                         # SHA-256 at the end
 _MAX_ELEMENTS = 1 << 26           # per tensor: a damaged shape must not allocate gigabytes
 # record kinds -> (module class, the tensors stored, in this order); a trailing bias may be absent
-_KINDS = {0: (models.ResNet, ("mean", "std")),
-          1: (nn.Conv2d, ("weight", "bias")),
-          2: (nn.Linear, ("weight", "bias")),
-          3: (nn.BatchNorm2d, ("weight", "bias", "running_mean", "running_var",
-                               "num_batches_tracked"))}
+_ROOT, _CONV, _LINEAR, _BN = range(4)
+_KINDS = {_ROOT: (models.ResNet, ("mean", "std")),
+          _CONV: (nn.Conv2d, ("weight", "bias")),
+          _LINEAR: (nn.Linear, ("weight", "bias")),
+          _BN: (nn.BatchNorm2d, ("weight", "bias", "running_mean", "running_var",
+                                 "num_batches_tracked"))}
 RAW_F32, RAW_I64, DENSE_CODES, SPARSE_F32, SPARSE_CODES = range(5)  # tensor encodings
 FIXED, HUFFMAN = range(2)                                            # symbol stream encodings
 
@@ -139,11 +141,11 @@ class SizeReport:
                 for layer in self.layers]
         rows.append(["total", "", sum(r[2] for r in rows), sum(r[3] for r in rows),
                      sum(r[4] for r in rows)] + list(self.parts.values()) + [self.total_bits])
-        text = table(rows, ["layer", "stored as", "weights", "entries", "fillers"]
-                     + [f"{p} (bits)" for p in PARTS] + ["total (bits)"])
-        lines = [text, f"parts: {self.total_bytes:,.0f} bytes; file: {self.file_bytes:,} bytes "
-                       f"({self.header_bytes:,.0f} of header, shapes, lengths, padding, checksum); "
-                       f"relative indices of {self.index_bits} bits"]
+        text = table(rows, ["layer", "stored as", "weights", "entries", "fillers", *PARTS, "total"])
+        lines = [f"Sizes in bits; relative indices of {self.index_bits} bits, Huffman coding "
+                 f"{'on' if self.huffman else 'off'}", text,
+                 f"parts: {self.total_bytes:,.0f} bytes; file: {self.file_bytes:,} bytes "
+                 f"({self.header_bytes:,.0f} of header, shapes, lengths, padding, checksum)"]
         if self.huffman:
             lines.append(f"without Huffman coding the parts would be {self.fixed_bits / 8:,.0f} bytes")
         return "\n".join(lines)
@@ -277,9 +279,11 @@ def _modules(net: nn.Module) -> list[tuple[str, int, nn.Module]]:
 
 
 def _encode(net: nn.Module, index_bits: int, huffman: bool) -> tuple[bytes, SizeReport]:
+    """The file's bytes and its report (the layout: module docstring)."""
     if isinstance(index_bits, bool) or not isinstance(index_bits, int) or not 1 <= index_bits <= 16:
         raise ValueError(f"index_bits must be an int in 1..16 (bits per relative index; Deep "
-                         f"Compression used 4 and 5), got {index_bits!r}")
+                         f"Compression used 8 for convolutions, 5 for fully connected layers), "
+                         f"got {index_bits!r}")
     if not isinstance(huffman, bool):
         raise ValueError(f"huffman must be True or False, got {huffman!r}")
     body, layers = bytearray(), []
@@ -287,7 +291,7 @@ def _encode(net: nn.Module, index_bits: int, huffman: bool) -> tuple[bytes, Size
     for name, kind, module in records:
         encoded = name.encode("utf-8")
         tensors = [(t, getattr(module, t, None)) for t in _KINDS[kind][1]]
-        if tensors[-1][1] is None and kind in (1, 2):
+        if tensors[-1][1] is None and kind in (_CONV, _LINEAR):
             tensors.pop()  # no bias
         if any(value is None for _, value in tensors):
             raise ValueError(f"module {name!r} lacks {[t for t, v in tensors if v is None]}; "
@@ -296,17 +300,21 @@ def _encode(net: nn.Module, index_bits: int, huffman: bool) -> tuple[bytes, Size
         size = LayerSize(name, "fp32", 0, 0, 0, dict.fromkeys(PARTS, 0), dict.fromkeys(PARTS, 0))
         for t, value in tensors:
             body += struct.pack(f"<B{value.dim()}I", value.dim(), *value.shape)
-            if t == "weight" and kind in (1, 2):
-                data, bits, fixed, label, entries, fillers = _encode_weight(name, module, value, index_bits, huffman)
+            if t == "weight" and kind in (_CONV, _LINEAR):  # the first tensor of its record
+                data, bits, fixed, label, entries, fillers = _encode_weight(
+                    name, module, value, index_bits, huffman)
                 size = LayerSize(name, label, value.numel(), entries, fillers, bits, fixed)
                 body += data
                 continue
-            part = "batchnorm" if kind == 3 else "float"
+            part = "batchnorm" if kind == _BN else "float"
+            code, dtype = (RAW_I64, torch.int64) if t == "num_batches_tracked" else (RAW_F32, torch.float32)
+            if value.dtype != dtype:
+                raise ValueError(f"{name}.{t} is {value.dtype}; this format stores {dtype} there: "
+                                 f"call net.float() first")
             raw = value.detach().cpu().numpy()
-            code, dtype = (RAW_I64, "<i8") if t == "num_batches_tracked" else (RAW_F32, "<f4")
-            body += struct.pack("<B", code) + raw.astype(dtype).tobytes()
-            size.bits[part] += 8 * raw.size * np.dtype(dtype).itemsize
-            size.fixed[part] += 8 * raw.size * np.dtype(dtype).itemsize
+            body += struct.pack("<B", code) + raw.astype(raw.dtype.newbyteorder("<")).tobytes()
+            size.bits[part] += 8 * raw.nbytes
+            size.fixed[part] += 8 * raw.nbytes
         layers.append(size)
     length = _HEAD.size + len(body) + _SUM
     blob = _HEAD.pack(MAGIC, VERSION, length, index_bits, len(records)) + bytes(body)
@@ -322,6 +330,15 @@ def size_report(net: nn.Module, *, index_bits: int = 4, huffman: bool = True) ->
     whose tensors the format does not store.
     """
     return _encode(net, index_bits, huffman)[1]
+
+
+def torch_save_bytes(net: nn.Module) -> int:
+    """Size in bytes of ``torch.save(net.state_dict())`` into a buffer: the naive file, masks and
+    float weights of quantized layers included. (A file's size depends a little on its name: the
+    zip entries are prefixed with the file's stem, 'archive' for a buffer.)"""
+    buffer = io.BytesIO()
+    torch.save(net.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
 
 
 def save(net: nn.Module, path, *, index_bits: int = 4, huffman: bool = True) -> SizeReport:
@@ -354,7 +371,8 @@ class _Reader:
         return s.unpack(self.take(s.size))
 
     def array(self, dtype: str, count: int) -> np.ndarray:
-        return np.frombuffer(self.take(count * np.dtype(dtype).itemsize), dtype=dtype).copy()
+        dtype = np.dtype(dtype)
+        return np.frombuffer(self.take(count * dtype.itemsize), dtype=dtype).astype(dtype.newbyteorder("="))
 
 
 def _get_stream(r: _Reader, n: int, width: int, alphabet: int) -> np.ndarray:
@@ -459,8 +477,7 @@ def _build(records, path) -> models.ResNet:
     with torch.no_grad():
         for name, kind, tensors in records:
             own_kind, m = expected[name]
-            names = _KINDS[kind][1]
-            fields = [t for t in names if getattr(m, t, None) is not None]
+            fields = [t for t in _KINDS[own_kind][1] if getattr(m, t, None) is not None]
             if kind != own_kind or len(tensors) != len(fields):
                 raise ValueError(f"{path}: module {name!r} is stored as {_KINDS[kind][0].__name__} "
                                  f"with {len(tensors)} tensors; ResNet-20's is "

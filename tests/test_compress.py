@@ -73,7 +73,7 @@ def test_round_trip_bit_exact(tmp_path, kind, huffman):
     assert report.file_bytes == (tmp_path / "m.lkdc").stat().st_size
 
 
-@pytest.mark.parametrize("index_bits", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("index_bits", [1, 3, 8])
 def test_round_trip_other_index_widths(tmp_path, index_bits):
     net = make("pruned+quantized", seed=1)
     save(net, tmp_path / "m.lkdc", index_bits=index_bits)
@@ -204,6 +204,13 @@ def test_table_lists_every_module_and_the_totals():
     assert "stage3.2.conv2" in text and "stage3.2.bn2" in text and "CSR fp32" in text
     total = [line for line in text.splitlines() if line.startswith("total")][0].split()
     assert int(total[-1]) == report.total_bits and f"{report.file_bytes:,}" in text
+    assert [int(v) for v in total[-7:-1]] == list(report.parts.values())
+
+
+def test_torch_save_bytes_is_the_naive_file_size(tmp_path):
+    net = make("pruned")
+    torch.save(net.state_dict(), tmp_path / "archive.pt")  # the name a buffer's entries get
+    assert compress.torch_save_bytes(net) == (tmp_path / "archive.pt").stat().st_size
 
 
 # --- relative indices and filler zeros --------------------------------------------------------
@@ -285,21 +292,27 @@ def test_foreign_files_rejected(tmp_path, good_file):
 
 
 def test_damaged_records_rejected_even_with_a_valid_checksum(tmp_path, good_file):
-    """Random byte flips in the records, checksum recomputed: every load either raises ValueError
-    or gives a ResNet-20 (a flipped float value is still a model); nothing else escapes."""
+    """Bytes changed inside the records, checksum recomputed: structural fields (the first
+    record's kind, ndim, encoding) raise ValueError; random flips anywhere either raise
+    ValueError or give a ResNet-20 (a flipped float value is still a model): nothing else escapes."""
+    first = 21  # after magic (8), version (2), length (8), index bits (1), record count (2)
+    assert good_file[first:first + 4] == bytes([0, 0, 2, 4])  # root: no name, kind 0, 2 tensors, ndim 4
+    for at, value in [(first + 1, 1), (first + 3, 5), (first + 4 + 16, 9)]:
+        blob = bytearray(good_file)
+        blob[at] = value
+        (tmp_path / "d.lkdc").write_bytes(resealed(bytes(blob)))
+        with pytest.raises(ValueError, match="not a valid labkit|not hold|ResNet-20"):
+            load(tmp_path / "d.lkdc")
     rng = np.random.default_rng(0)
-    outcomes = {"ValueError": 0, "model": 0}
     for i in range(60):
         blob = bytearray(good_file)
-        at = int(rng.integers(21, 400)) if i % 2 else int(rng.integers(21, len(blob) - 32))
+        at = int(rng.integers(first, 400)) if i % 2 else int(rng.integers(first, len(blob) - 32))
         blob[at] ^= 1 << int(rng.integers(8))
         (tmp_path / "d.lkdc").write_bytes(resealed(bytes(blob)))
         try:
             assert isinstance(load(tmp_path / "d.lkdc"), models.ResNet)
-            outcomes["model"] += 1
         except ValueError:
-            outcomes["ValueError"] += 1
-    assert outcomes["ValueError"] > 10  # flips in names, kinds, shapes and lengths are caught
+            pass
 
 
 def test_other_architectures_rejected(tmp_path):
@@ -328,13 +341,12 @@ def test_80_percent_sparse_4_bit_resnet20_is_15x_smaller(tmp_path, data_root):
     """The pretrained ResNet-20, 80 % pruned per layer, residual stages 4-bit mask-aware: its file
     is >= 15x smaller than torch.save of the dense fp32 state dict, and loads back bit-identical."""
     net = models.resnet20(pretrained=True, root=data_root)
-    buffer = io.BytesIO()
-    torch.save(net.state_dict(), buffer)
+    dense = compress.torch_save_bytes(net)
     prune.prune_by_percentage(net, 0.8)
+    assert compress.torch_save_bytes(net) > dense  # masks make the naive file bigger
     quant.set_bits(net, 4)
     report = save(net, tmp_path / "m.lkdc")
-    ratio = len(buffer.getvalue()) / report.file_bytes
-    print(f"\ndense torch.save {len(buffer.getvalue()):,} bytes; compressed {report.file_bytes:,} "
-          f"bytes: {ratio:.1f}x")
+    ratio = dense / report.file_bytes
+    print(f"\ndense torch.save {dense:,} bytes; compressed {report.file_bytes:,} bytes: {ratio:.1f}x")
     assert ratio >= 15
     assert_same_model(net, load(tmp_path / "m.lkdc"))
