@@ -15,9 +15,9 @@ For every Conv2d and Linear weight W (flattened in PyTorch's row-major order, n 
 
 Each layer is stored the cheaper of dense and CSR. Quantized layers (`labkit.quant`) store the
 codes of `quant.codes(module)`: the codebook keeps only the levels the stream uses, and the code
-width is w = ceil(log2(levels)); a mask-aware asymmetric b-bit quantizer has 2^b non-zero
-levels plus zero (needed by the filler zeros), so its fixed width is b + 1 bits, which Huffman
-coding mostly recovers. Batch-norm tensors (scale, shift, running mean and variance, step
+width is w = ceil(log2(levels)). A mask-aware asymmetric b-bit quantizer has 2^b non-zero
+levels, plus zero for the filler zeros: b + 1 bits, unless a level is unused, as the levels
+inside a magnitude-pruned band (-t, t) usually are. Batch-norm tensors (scale, shift, running mean and variance, step
 count), biases and the input normalisation stay float32 (int64 for the step count).
 
 The parts of `SizeReport` (bits): codes (stored entries of CSR layers and codes of dense
