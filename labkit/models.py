@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import download
 
@@ -177,7 +178,17 @@ def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
     Keys the published file lacks keep their value in `net`: the normalisation buffers `mean`, `std`
     and BatchNorm's `num_batches_tracked`. Any other missing key, any unexpected key and any shape
     mismatch is reported together, and then nothing is loaded.
+
+    `net` must not be pruned or quantized yet (its weights parametrized): load first, then prune or
+    quantize, as ``resnet20(pretrained=True, bits=b)`` does; a state dict saved from a pruned or
+    quantized model loads with ``labkit.prune.load_pruned``.
     """
+    parametrized = [name for name, m in net.named_modules() if parametrize.is_parametrized(m)]
+    if parametrized:
+        raise ValueError(f"load_weights: layers {parametrized} are already pruned or quantized "
+                         f"(parametrized); load the weights into a fresh model first, then prune or "
+                         f"quantize it (resnet20(pretrained=True, bits=b)), or use "
+                         f"labkit.prune.load_pruned for a state dict saved from such a model")
     raw = _unwrap(checkpoint)
     origin = {_convert_key(k): k for k in raw}  # labkit name -> name in the checkpoint
     state = convert_state_dict(raw)
@@ -221,8 +232,12 @@ def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> R
 
 
 def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None,
-             download: bool = True) -> ResNet:
+             download: bool = True, bits: int | None = None) -> ResNet:
     """ResNet-20 (3 blocks per stage, 0.27M parameters) in train mode, on the CPU.
+
+    bits: quantize the 18 convolutions of the residual stages to this many bits (asymmetric,
+    mask-aware: ``labkit.quant.set_bits(net, bits)``), after the pretrained weights are loaded;
+    None (default): float.
 
     pretrained=True loads resnet20-12fca82f.th (91.78 % on the CIFAR-10 test set) from
     `labkit.download.data_dir(root)`; when it is absent, ``download=True`` fetches it there from
@@ -250,4 +265,8 @@ def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None,
                 raise type(e)(f"{e}\nThe checkpoint was looked for at {path.absolute()} "
                               f"(folder from {source}).") from e
         load_checkpoint(net, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX)
+    if bits is not None:
+        from .quant import set_bits  # here: labkit.quant imports this module
+
+        set_bits(net, bits)
     return net

@@ -288,7 +288,8 @@ _MASK_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.0\.mask$"
 def load_pruned(net: nn.Module, state_dict) -> nn.Module:
     """Load a state dict saved from a pruned model (``torch.save(net.state_dict(), path)``) into
     ``net``, e.g. a fresh ``resnet20()``: first give every layer that has a mask in the state dict
-    a `Mask`, then ``net.load_state_dict(state_dict)`` (strict).
+    a `Mask`, then ``net.load_state_dict(state_dict)`` (strict). Quantizers saved with the model
+    (Lab 3, ``labkit.quant``) are re-created first, so a pruned and quantized model loads too.
 
     ``state_dict`` is a mapping or a path (read with ``torch.load(..., weights_only=True)`` onto
     the model's device). Returns ``net``.
@@ -298,6 +299,9 @@ def load_pruned(net: nn.Module, state_dict) -> nn.Module:
         state_dict = torch.load(state_dict, map_location=device, weights_only=True)
     if not isinstance(state_dict, Mapping):
         raise ValueError(f"load_pruned expects a state dict or a path to one, got {type(state_dict).__name__}")
+    from .quant import load_quantizers  # here: labkit.quant imports this module
+
+    load_quantizers(net, state_dict)    # before the masks, which _add_mask then puts first
     modules = dict(net.named_modules())
     for key, value in state_dict.items():
         match = _MASK_KEY.match(key)

@@ -1,0 +1,358 @@
+"""Fixed-point quantization of weights with a straight-through estimator (Lab 3).
+
+Two quantizers of a weight tensor w to b bits (book/lab3_theory.md derives both):
+
+* asymmetric, the course's dynamic scaling: with alpha = max(w) - min(w), beta = min(w) and
+  n = 2^b - 1,
+
+      w_s = (w - beta) / alpha,   R = round(w_s n) / n,   w_q = alpha R + beta,
+
+  2^b levels spread evenly from min(w) to max(w); 0 is in general NOT one of them;
+* symmetric (``symmetric=True``, b >= 2): with m = 2^(b-1) - 1 and s = max|w| / m,
+
+      w_q = s round(w / s),
+
+  the 2^b - 1 levels s k, k = -m..m, symmetric around zero, zero exact.
+
+``round`` rounds half to even (``torch.round``, ``numpy.round``). A constant tensor (alpha = 0 or
+s = 0) comes back unchanged, never NaN; ``bits=0`` gives zeros, ``bits=None`` the float tensor.
+
+Codes and codebook. Both quantizers are computed as a table look-up: `encode` returns integer
+codes (``R n``, or ``k + m``) and the codebook of float levels (``alpha (k / n) + beta``, or
+``s k``), and the quantized tensor is ``codebook[codes]``. The forward pass computes exactly that
+look-up, so `codes` of a layer reproduces its effective weight bit for bit (Lab 4 stores them).
+
+Masks. ``quantize(w, bits, mask=keep)`` quantizes only the kept entries (min/max, or max|w|, over
+them) and sets the others to exactly 0. Without that, a pruned layer is un-pruned: its zeros are
+rounded to the level nearest 0, which the asymmetric quantizer does not have (the trap of Lab 3 (d)).
+
+Straight-through estimator. `QuantizeSTE` is the quantizer as an autograd function: its forward
+pass is the quantized tensor, its backward pass returns the upstream gradient unchanged, as if
+the quantizer were the identity (round has zero derivative almost everywhere, so its true
+gradient would stop all learning). The float weights are what the optimizer updates; the forward
+pass and the loss see their quantized values.
+
+In a model. `set_bits(net, bits)` gives each of the chosen layers (default: the 18 convolutions of
+ResNet-20's residual stages) a `Quantize` parametrization (``torch.nn.utils.parametrize``),
+stacked after the pruning ``Mask`` of ``labkit.prune`` when there is one: the layer's weight
+becomes quantize(original * mask). The Parameter stays the same object (an optimizer built before
+keeps working), and pruning, sparsity, make_permanent, saving and loading work unchanged.
+`Quantize` is mask-aware by default: it keeps exactly-zero entries of its input at zero and takes
+min/max over the others. Its input is the masked float weight, so these are the pruned weights,
+whichever was added first, the mask or the quantizer (``labkit.prune`` always puts the mask first);
+it is the same for weights zeroed without a mask (iterative pruning before its last step). A kept
+weight that is exactly 0.0 in float stays 0 too, which changes nothing. ``mask_aware=False`` is
+the naive quantizer, for the notebook to show what it does to a sparse model.
+
+Bits, scheme and mask-awareness are saved in ``net.state_dict()`` (the quantizer's extra state,
+key ``<layer>.parametrizations.weight.<i>._extra_state``); ``labkit.prune.load_pruned`` re-creates
+the quantizers (and masks) on a fresh model.
+"""
+from __future__ import annotations
+
+import numbers
+import re
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .models import prunable_layers
+
+__all__ = [
+    "MAX_BITS", "encode", "quantize", "QuantizeSTE", "Quantize", "quantizable_layers", "set_bits",
+    "quantizer_of", "bits_of", "load_quantizers", "codes", "summary",
+]
+
+MAX_BITS = 16
+
+
+def _check_bits(bits, symmetric: bool = False) -> int | None:
+    if bits is None:
+        return None
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 0 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be None (no quantization) or an int in 0..{MAX_BITS}, got {bits!r}")
+    if symmetric and bits == 1:
+        raise ValueError("bits=1 with symmetric=True leaves a single level, 0 (2^b - 1 levels "
+                         "symmetric around zero); use bits >= 2, or symmetric=False for two levels")
+    return int(bits)
+
+
+def _check_flag(name: str, value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_mask(w: torch.Tensor, mask) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != w.shape:
+        got = (f"{mask.dtype} tensor of shape {tuple(mask.shape)}" if isinstance(mask, torch.Tensor)
+               else type(mask).__name__)
+        raise ValueError(f"mask must be None or a bool tensor of the weight's shape {tuple(w.shape)} "
+                         f"(True = kept), got {got}")
+    return mask
+
+
+# --- the quantizer on a tensor ------------------------------------------------------------------------
+
+def encode(w: torch.Tensor, bits: int, *, symmetric: bool = False, mask: torch.Tensor | None = None
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer codes and codebook of w quantized to ``bits`` bits (formulas: module docstring).
+
+    Returns ``(codes, codebook)``: codes int64 of w's shape, codebook of w's dtype, on w's device.
+    Asymmetric: codebook[k] = alpha (k / n) + beta, k = 0..n = 2^b - 1, codes = round(w_s n).
+    Symmetric: codebook[j] = s (j - m), j = 0..2m (2^b - 1 levels), codes = round(w / s) + m, so
+    the level 0 has code m. ``bits=0``: codebook [0.], every code 0.
+
+    With ``mask`` (bool, True = kept) the scale comes from the kept entries only; elsewhere the
+    quantized value is 0 (see `quantize`) and the code is 0 (asymmetric: meaningless) or m (the
+    symmetric level 0). With no kept entry at all, every quantized value is 0.
+    No host sync: nothing here depends on a value read back from the device.
+    """
+    bits = _check_bits(bits, symmetric)
+    if bits is None:
+        raise ValueError("encode: bits=None means no quantization, hence no codes; pass an int in "
+                         f"0..{MAX_BITS}")
+    mask = _check_mask(w, mask)
+    w = w.detach()
+    if bits == 0:
+        return torch.zeros(w.shape, dtype=torch.int64, device=w.device), w.new_zeros(1)
+    if symmetric:
+        m = 2 ** (bits - 1) - 1
+        a = w.abs() if mask is None else w.abs().masked_fill(~mask, 0.0)
+        s = a.amax() / m                                           # 0-d; 0 when nothing is kept
+        k = torch.round(w / s).clamp_(-m, m)                       # (w.shape), integers -m..m
+        codes = torch.nan_to_num_(k, nan=0.0).to(torch.int64) + m  # s = 0: 0/0 -> code m, level 0
+        codebook = s * torch.arange(-m, m + 1, dtype=w.dtype, device=w.device)   # (2m + 1,)
+        zero_code = m
+    else:
+        n = 2 ** bits - 1
+        if mask is None:
+            lo, hi = w.amin(), w.amax()
+        else:
+            any_kept = mask.any()
+            lo = torch.where(any_kept, w.masked_fill(~mask, torch.inf).amin(), 0.0)
+            hi = torch.where(any_kept, w.masked_fill(~mask, -torch.inf).amax(), 0.0)
+        alpha, beta = hi - lo, lo                                  # 0-d each
+        R = torch.round((w - beta) / alpha * n).clamp_(0, n)       # (w.shape), integers 0..n
+        # A constant w (alpha = 0) gives 0/0 = NaN: code 0, the level beta = w. NaN weights (a
+        # diverged run) get code 0 too, but their codebook is NaN, so the output still shows them.
+        codes = torch.nan_to_num_(R, nan=0.0).to(torch.int64)
+        codebook = alpha * (torch.arange(n + 1, dtype=w.dtype, device=w.device) / n) + beta   # (n + 1,)
+        zero_code = 0
+    if mask is not None:
+        codes = codes.masked_fill_(~mask, zero_code)
+    return codes, codebook
+
+
+class QuantizeSTE(torch.autograd.Function):
+    """The straight-through estimator: forward = the quantized tensor, ``codebook[codes]`` of
+    `encode` (0 outside ``mask``); backward = the upstream gradient, unchanged (d w_q / d w := 1)."""
+
+    @staticmethod
+    def forward(ctx, w, bits, symmetric, mask):
+        codes, codebook = encode(w, bits, symmetric=symmetric, mask=mask)
+        w_q = torch.take(codebook, codes)                          # (w.shape): the look-up
+        return w_q if mask is None else w_q.masked_fill_(~mask, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, None, None, None
+
+
+def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+    """w quantized to ``bits`` bits, with the straight-through gradient (`QuantizeSTE`).
+
+    Forward: asymmetric w_q = alpha round((w - beta) / alpha (2^b - 1)) / (2^b - 1) + beta with
+    alpha = max(w) - min(w), beta = min(w); symmetric w_q = s round(w / s), s = max|w| / (2^(b-1) - 1).
+    With ``mask`` (bool, True = kept): min/max (max|w|) over the kept entries, the others exactly 0.
+    Backward: the gradient with respect to w is the upstream gradient.
+    ``bits=None`` returns w itself; ``bits=0`` zeros; a constant w (alpha = 0) comes back unchanged.
+    Raises ValueError for bits outside None, 0..16, for symmetric with bits=1, or a bad mask.
+    """
+    bits = _check_bits(bits, _check_flag("symmetric", symmetric))
+    mask = _check_mask(w, mask)
+    if bits is None:
+        return w
+    return QuantizeSTE.apply(w, bits, symmetric, mask)
+
+
+# --- the quantizer in a layer ---------------------------------------------------------------------
+
+class Quantize(nn.Module):
+    """Parametrization W -> quantize(W, bits, symmetric=symmetric, mask=W != 0 if mask_aware).
+
+    Stacked after a pruning ``Mask``, W = original * mask: its zeros are the pruned weights, which
+    a mask-aware quantizer keeps at exactly 0 (min/max over the others). Attributes ``bits``,
+    ``symmetric``, ``mask_aware``; saved in the state dict as the module's extra state.
+    """
+
+    def __init__(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True):
+        super().__init__()
+        self.configure(bits, symmetric=symmetric, mask_aware=mask_aware)
+
+    def configure(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True) -> None:
+        """Set the three attributes, checked (ValueError naming a bad one) before any is changed."""
+        symmetric = _check_flag("symmetric", symmetric)
+        mask_aware = _check_flag("mask_aware", mask_aware)
+        bits = _check_bits(bits, symmetric)
+        if bits is None:
+            raise ValueError("Quantize needs bits in 0..16; to remove quantization use set_bits(net, None)")
+        self.bits, self.symmetric, self.mask_aware = bits, symmetric, mask_aware
+
+    def kept(self, W: torch.Tensor) -> torch.Tensor | None:
+        """The entries of W this quantizer quantizes: W != 0 when mask-aware, else all (None)."""
+        return W != 0 if self.mask_aware else None
+
+    def forward(self, W: torch.Tensor) -> torch.Tensor:
+        return QuantizeSTE.apply(W, self.bits, self.symmetric, self.kept(W))
+
+    def get_extra_state(self) -> dict:
+        return {"bits": self.bits, "symmetric": self.symmetric, "mask_aware": self.mask_aware}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.configure(state["bits"], symmetric=state["symmetric"], mask_aware=state["mask_aware"])
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, symmetric={self.symmetric}, mask_aware={self.mask_aware}"
+
+
+def quantizable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers Lab 3 quantizes: every Conv2d of the residual stages (modules named
+    ``stage<N>...``: the 18 block convolutions of ResNet-20); the first conv and the final Linear
+    stay float, as the course specifies."""
+    return [(name, m) for name, m in prunable_layers(net)
+            if isinstance(m, nn.Conv2d) and name.startswith("stage")]
+
+
+def _resolve(net: nn.Module, layers) -> list[tuple[str, nn.Module]]:
+    from .prune import _layers   # the same names-or-pairs resolution as pruning
+
+    if layers is None:
+        layers = quantizable_layers(net)
+        if not layers:
+            raise ValueError("the model has no residual-stage convolution (Conv2d named 'stage...'); "
+                             "name the layers to quantize with layers=[...]")
+    return _layers(net, layers)
+
+
+def quantizer_of(module: nn.Module) -> Quantize | None:
+    """The layer's `Quantize` parametrization (attributes bits, symmetric, mask_aware), or None."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    return next((p for p in module.parametrizations.weight if isinstance(p, Quantize)), None)
+
+
+def bits_of(module: nn.Module) -> int | None:
+    """The bit width the layer's weight is quantized to, or None for a float weight."""
+    q = quantizer_of(module)
+    return None if q is None else q.bits
+
+
+def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
+             layers=None) -> nn.Module:
+    """Quantize the weights of ``layers`` to ``bits`` bits from now on; returns ``net``.
+
+    layers: names or (name, module) pairs; default `quantizable_layers` (ResNet-20's 18 residual
+    convolutions). A layer without a quantizer gets a `Quantize` parametrization, after its pruning
+    mask if it has one; a layer that has one is reconfigured in place (bits, scheme, mask-awareness),
+    so bits can change on an existing (pruned) model without rebuilding it. ``bits=None`` removes
+    the quantizer and leaves everything else (the mask) as it was: the float model again.
+    The layer's Parameter is never replaced: an optimizer built before keeps updating it.
+    Raises ValueError, before changing anything, for bad bits, flags or layer names.
+    """
+    symmetric, mask_aware = _check_flag("symmetric", symmetric), _check_flag("mask_aware", mask_aware)
+    bits = _check_bits(bits, symmetric)
+    for _, module in _resolve(net, layers):
+        q = quantizer_of(module)
+        if bits is None:
+            if q is not None:
+                _remove(module, q)
+        elif q is not None:
+            q.configure(bits, symmetric=symmetric, mask_aware=mask_aware)
+        else:
+            # Appended: after a Mask when there is one (register_parametrization stacks in order).
+            parametrize.register_parametrization(
+                module, "weight", Quantize(bits, symmetric=symmetric, mask_aware=mask_aware))
+    return net
+
+
+def _remove(module: nn.Module, q: Quantize) -> None:
+    plist = module.parametrizations.weight
+    if len(plist) == 1:
+        # The only parametrization: the weight becomes the original Parameter again (same object).
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    else:
+        del plist[[i for i, p in enumerate(plist) if p is q][0]]   # the mask stays
+
+
+_QUANT_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.\d+\._extra_state$")
+
+
+def load_quantizers(net: nn.Module, state_dict) -> nn.Module:
+    """Give every layer that has a quantizer in ``state_dict`` (a `Quantize`'s extra state, key
+    ``<layer>.parametrizations.weight.<i>._extra_state``) that quantizer, with its bits, scheme and
+    mask-awareness; the weights are not loaded. ``labkit.prune.load_pruned`` calls it before it adds
+    the masks and loads the state dict. Returns ``net``."""
+    modules = dict(net.named_modules())
+    for key, value in state_dict.items():
+        match = _QUANT_KEY.match(key)
+        if match is None or not (isinstance(value, dict) and "bits" in value):
+            continue
+        name = match.group("name") or ""
+        if name not in modules:
+            raise ValueError(f"the state dict has a quantizer for layer {name!r}, which this model "
+                             f"lacks: was it saved from another architecture?")
+        set_bits(net, value["bits"], symmetric=value["symmetric"], mask_aware=value["mask_aware"],
+                 layers=[name])
+    return net
+
+
+def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(codes, codebook)`` of a quantized layer's weight, for storage (Lab 4).
+
+    codes: int64 of the weight's shape, in 0..len(codebook) - 1; codebook: the float32 levels
+    (2^b asymmetric, 2^b - 1 symmetric; see `encode`). They reproduce the effective weight bit for
+    bit: ``torch.where(module.weight != 0, codebook[codes], 0.0)`` equals ``module.weight``
+    (symmetric: ``codebook[codes]`` alone does). The zeros of the weight include every pruned
+    position (``labkit.prune.masks(net)[name]`` False); a mask-aware asymmetric quantizer has no
+    level 0, so the codes there are meaningless (0).
+    Raises ValueError for a layer without a quantizer.
+    """
+    q = quantizer_of(module)
+    if q is None:
+        raise ValueError(f"codes: the layer {type(module).__name__} has no quantizer; quantize it "
+                         f"first with set_bits(net, bits, layers=[...])")
+    plist = module.parametrizations.weight
+    with torch.no_grad():
+        W = plist.original
+        for p in plist:                 # the quantizer's input: the parametrizations before it
+            if p is q:
+                break
+            W = p(W)
+        return encode(W, q.bits, symmetric=q.symmetric, mask=q.kept(W))
+
+
+def summary(net: nn.Module) -> str:
+    """Text table, one row per prunable layer: weights, bits ('float' if none), scheme, how many
+    distinct levels its non-zero weights use (of the codebook's), and sparsity. One host sync per
+    quantized layer."""
+    from .report import table
+
+    rows = []
+    for name, module in prunable_layers(net):
+        q = quantizer_of(module)
+        W = module.weight.detach()
+        nonzero = W != 0
+        if q is None:
+            rows.append([name, W.numel(), "float", "", "", 1 - nonzero.float().mean().item()])
+            continue
+        c, codebook = codes(module)
+        used = torch.unique(c[nonzero]).numel()
+        scheme = ("symmetric" if q.symmetric else "asymmetric") + ("" if q.mask_aware else ", naive")
+        rows.append([name, W.numel(), q.bits, scheme, f"{used}/{codebook.numel()}",
+                     1 - nonzero.float().mean().item()])
+    return table(rows, ["layer", "weights", "bits", "scheme", "levels used", "sparsity"], floatfmt=".2%")

@@ -1,0 +1,433 @@
+"""Quantization: both formulas against an independent numpy quantizer and the symmetric one against
+torch.fake_quantize_per_tensor_affine; level counts, idempotence, range; the straight-through
+gradient; quantizers stacked with pruning masks (either order, through training, saving, loading);
+which layers are quantized; codes that reproduce the weights; errors on bad input."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+
+from labkit import models, prune
+from labkit.data import CIFAR10, Split
+from labkit.quant import (Quantize, bits_of, codes, encode, quantizable_layers, quantize,
+                          quantizer_of, set_bits, summary)
+from labkit.train import train
+
+
+# --- the independent reference -------------------------------------------------------------------
+
+def np_quantize(w, bits, symmetric=False, mask=None):
+    """The course's formulas in numpy float32, over the kept entries; the others are 0."""
+    w = np.asarray(w, dtype=np.float32)
+    keep = np.ones(w.shape, dtype=bool) if mask is None else np.asarray(mask)
+    out = np.zeros_like(w)
+    if bits == 0 or not keep.any():
+        return out
+    v = w[keep]
+    if symmetric:
+        s = np.float32(np.abs(v).max() / np.float32(2 ** (bits - 1) - 1))
+        out[keep] = v if s == 0 else s * np.round(v / s)
+    else:
+        n = np.float32(2 ** bits - 1)
+        alpha, beta = np.float32(v.max() - v.min()), v.min()
+        out[keep] = v if alpha == 0 else alpha * (np.round((v - beta) / alpha * n) / n) + beta
+    return out
+
+
+def tensors():
+    """Random float32 tensors of several shapes and distributions (seeded)."""
+    g = torch.Generator().manual_seed(0)
+    yield torch.randn(1000, generator=g)
+    yield torch.rand(16, 8, 3, 3, generator=g) * 3 - 0.5          # all of one sign mostly
+    yield torch.randn(64, 32, generator=g) ** 3                      # heavy tails, outliers
+    yield torch.randn(7, generator=g) * 1e-3
+
+
+def random_mask(w, p=0.7, seed=1):
+    return torch.rand(w.shape, generator=torch.Generator().manual_seed(seed)) > p
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("masked", [False, True])
+def test_asymmetric_matches_numpy(bits, masked):
+    for w in tensors():
+        mask = random_mask(w) if masked else None
+        expected = np_quantize(w.numpy(), bits, mask=None if mask is None else mask.numpy())
+        np.testing.assert_array_equal(quantize(w, bits, mask=mask).numpy(), expected)
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+@pytest.mark.parametrize("masked", [False, True])
+def test_symmetric_matches_numpy(bits, masked):
+    for w in tensors():
+        mask = random_mask(w) if masked else None
+        expected = np_quantize(w.numpy(), bits, symmetric=True, mask=None if mask is None else mask.numpy())
+        np.testing.assert_array_equal(quantize(w, bits, symmetric=True, mask=mask).numpy(), expected)
+
+
+def test_rounding_is_half_to_even_as_numpy():
+    w = torch.tensor([0.0, 0.5, 1.5, 2.5, 3.0])   # 2 bits: alpha = 3, n = 3, so w_s n = w exactly
+    assert quantize(w, 2).tolist() == [0.0, 0.0, 2.0, 2.0, 3.0]
+    np.testing.assert_array_equal(quantize(w, 2).numpy(), np_quantize(w.numpy(), 2))
+    v = torch.tensor([-3.0, -2.5, -0.5, 0.5, 1.5, 3.0])   # symmetric 3 bits: s = 1
+    assert quantize(v, 3, symmetric=True).tolist() == [-3.0, -2.0, -0.0, 0.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("bits", range(2, 9))
+def test_symmetric_matches_torch_fake_quantize(bits):
+    m = 2 ** (bits - 1) - 1
+    for w in tensors():
+        s = w.abs().max() / m
+        expected = torch.fake_quantize_per_tensor_affine(w, s.item(), 0, -m, m)
+        assert torch.equal(quantize(w, bits, symmetric=True), expected)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8])
+def test_level_count_idempotence_and_range(bits, symmetric):
+    if symmetric and bits == 1:
+        return
+    levels = 2 ** bits - (1 if symmetric else 0)
+    for w in tensors():
+        for mask in (None, random_mask(w)):
+            w_q = quantize(w, bits, symmetric=symmetric, mask=mask)
+            kept = w if mask is None else w[mask]
+            kept_q = w_q if mask is None else w_q[mask]
+            assert kept_q.unique().numel() <= levels
+            assert w_q.unique().numel() <= levels + (mask is not None)   # + the pruned zeros
+            if mask is not None:
+                assert (w_q[~mask] == 0).all()
+            # idempotent: quantizing again picks the same levels (to float rounding of the scale)
+            again = quantize(w_q, bits, symmetric=symmetric, mask=mask)
+            torch.testing.assert_close(again, w_q, rtol=0, atol=1e-6 * kept.abs().max().item())
+            c1, _ = encode(w_q, bits, symmetric=symmetric, mask=mask)
+            c0, _ = encode(w, bits, symmetric=symmetric, mask=mask)
+            assert torch.equal(c1, c0)
+            # range kept: the extremes are levels
+            top = kept.abs().max() if symmetric else kept.max()
+            assert (kept_q.abs().max() if symmetric else kept_q.max()).item() == pytest.approx(top.item(), rel=1e-6)
+            if not symmetric:
+                assert kept_q.min() == kept.min()
+
+
+def test_more_bits_are_closer():
+    w = next(tensors())
+    errors = [(quantize(w, b) - w).abs().max().item() for b in range(1, 9)]
+    assert all(e1 > e2 for e1, e2 in zip(errors, errors[1:]))
+    alpha = (w.max() - w.min()).item()
+    assert all(e <= alpha / (2 ** b - 1) / 2 * (1 + 1e-5) for b, e in zip(range(1, 9), errors))  # half a step
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_special_cases(symmetric):
+    w = torch.randn(50)
+    assert quantize(w, None) is w
+    assert torch.equal(quantize(w, 0, symmetric=symmetric), torch.zeros(50))
+    for value in (0.0, 0.3, -2.5):
+        const = torch.full((3, 4), value)
+        assert torch.equal(quantize(const, 4, symmetric=symmetric), const)   # alpha = 0: no NaN
+        assert torch.equal(quantize(const, 4, symmetric=symmetric, mask=const != 0), const)
+    nothing_kept = torch.zeros(50, dtype=torch.bool)
+    assert torch.equal(quantize(w, 4, symmetric=symmetric, mask=nothing_kept), torch.zeros(50))
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradient_passes_straight_through(symmetric, masked):
+    w = torch.randn(6, 5, requires_grad=True)
+    mask = random_mask(w, 0.5) if masked else None
+    upstream = torch.randn(6, 5)
+    quantize(w, 3, symmetric=symmetric, mask=mask).backward(upstream)
+    assert torch.equal(w.grad, upstream)
+
+
+@pytest.mark.parametrize("bits", [-1, 17, 2.0, True, "4", 4.5])
+def test_bad_bits_are_rejected(bits):
+    w = torch.randn(5)
+    with pytest.raises(ValueError, match="bits must be None .* int in 0..16"):
+        quantize(w, bits)
+    net = SmallNet()
+    before = copy.deepcopy(net.state_dict())
+    with pytest.raises(ValueError, match="bits must be None"):
+        set_bits(net, bits, layers=["conv1", "conv2"])
+    assert not any(parametrize.is_parametrized(m) for m in net.modules())
+    assert state_equal(net.state_dict(), before)
+
+
+def test_other_bad_input_is_rejected():
+    w = torch.randn(5)
+    with pytest.raises(ValueError, match="bits=1 with symmetric=True"):
+        quantize(w, 1, symmetric=True)
+    with pytest.raises(ValueError, match="mask must be None or a bool tensor of the weight's shape"):
+        quantize(w, 4, mask=torch.ones(5))
+    with pytest.raises(ValueError, match="mask must be"):
+        quantize(w, 4, mask=torch.ones(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="symmetric must be True or False"):
+        quantize(w, 4, symmetric=1)
+    with pytest.raises(ValueError, match="mask_aware must be True or False"):
+        set_bits(SmallNet(), 4, mask_aware="yes", layers=["conv1"])
+    with pytest.raises(ValueError, match="layer 'conv9' is not a module"):
+        set_bits(SmallNet(), 4, layers=["conv9"])
+    with pytest.raises(ValueError, match="no residual-stage convolution"):
+        set_bits(SmallNet(), 4)
+    with pytest.raises(ValueError, match="has no quantizer"):
+        codes(SmallNet().conv1)
+
+
+# --- in a model --------------------------------------------------------------------------------
+
+class SmallNet(nn.Module):
+    """Two convs and a Linear; any input size (global average pool)."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x):                      # (B, 3, H, W)
+        x = F.relu(self.conv1(x))              # (B, 4, H, W)
+        x = F.relu(self.conv2(x))              # (B, 6, H/2, W/2)
+        return self.fc(x.mean(dim=(2, 3)))     # (B, 5)
+
+
+LAYERS = ["conv1", "conv2", "fc"]
+
+
+def state_equal(a, b):
+    return a.keys() == b.keys() and all(
+        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+
+
+def batch(seed=0, n=16, size=8):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def sgd_step(net, optimizer, seed=0):
+    X, y = batch(seed)
+    loss = F.cross_entropy(net(X), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_residual_stages_quantized_first_and_last_layers_not():
+    net = models.resnet20(bits=4)
+    names = [name for name, _ in models.prunable_layers(net)]
+    quantized = [name for name, _ in quantizable_layers(net)]
+    assert len(quantized) == 18 and names == ["conv1"] + quantized + ["fc"]
+    assert all(bits_of(getattr_path(net, n)) == 4 for n in quantized)
+    assert bits_of(net.conv1) is None and bits_of(net.fc) is None
+    for name in quantized:   # the effective weight is the quantized float weight
+        layer = getattr_path(net, name)
+        original = layer.parametrizations.weight.original
+        assert torch.equal(layer.weight, quantize(original, 4))
+
+
+def getattr_path(net, name):
+    return dict(net.named_modules())[name]
+
+
+def test_set_bits_changes_bits_in_place_and_none_restores_the_float_model():
+    net = SmallNet()
+    float_net = copy.deepcopy(net)
+    params = list(net.parameters())
+    X, _ = batch()
+    set_bits(net, 2, layers=LAYERS)
+    assert not torch.equal(net(X), float_net(X))
+    set_bits(net, 5, symmetric=True, mask_aware=False, layers=["conv1"])
+    q = quantizer_of(net.conv1)
+    assert (q.bits, q.symmetric, q.mask_aware) == (5, True, False) and bits_of(net.conv2) == 2
+    assert len(net.conv1.parametrizations.weight) == 1
+    set_bits(net, None, layers=LAYERS)
+    assert not any(parametrize.is_parametrized(m) for m in net.modules())
+    assert {id(p) for p in net.parameters()} == {id(p) for p in params}   # the same Parameters throughout
+    assert torch.equal(net(X), float_net(X))
+    assert state_equal(net.state_dict(), float_net.state_dict())
+
+
+def test_set_bits_none_keeps_the_mask():
+    net = SmallNet()
+    prune.prune_by_percentage(net, 0.5)
+    pruned = copy.deepcopy(net)
+    set_bits(net, 3, layers=LAYERS)
+    set_bits(net, None, layers=LAYERS)
+    assert all(quantizer_of(getattr(net, n)) is None for n in LAYERS)
+    assert state_equal(net.state_dict(), pruned.state_dict())
+
+
+@pytest.mark.parametrize("order", ["prune, then quantize", "quantize, then prune"])
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_mask_aware_quantizer_keeps_pruned_weights_zero_in_either_order(order, symmetric):
+    reference = SmallNet()
+    prune.prune_by_percentage(reference, 0.8)
+    set_bits(reference, 3, symmetric=symmetric, layers=LAYERS)
+    net = SmallNet()
+    if order == "prune, then quantize":
+        prune.prune_by_percentage(net, 0.8)
+        set_bits(net, 3, symmetric=symmetric, layers=LAYERS)
+    else:
+        set_bits(net, 3, symmetric=symmetric, layers=LAYERS)
+        prune.prune_by_percentage(net, 0.8)
+    for name in LAYERS:
+        layer = getattr(net, name)
+        kinds = [type(p).__name__ for p in layer.parametrizations.weight]
+        assert kinds == ["Mask", "Quantize"]                     # the mask first, either way
+        keep = prune.masks(net)[name]
+        W = layer.weight
+        assert (W[~keep] == 0).all()
+        original = layer.parametrizations.weight.original
+        expected = np_quantize(original.detach().numpy(), 3, symmetric, keep.numpy())   # min/max over kept
+        np.testing.assert_array_equal(W.detach().numpy(), expected)
+    assert state_equal(net.state_dict(), reference.state_dict())
+
+
+def test_sparsity_unchanged_by_set_bits_and_the_naive_quantizer_unprunes():
+    net = models.resnet20()
+    prune.prune_by_percentage(net, 0.8)
+    before = prune.sparsity(net)
+    set_bits(net, 4)
+    assert prune.sparsity(net).zeros == before.zeros
+    set_bits(net, 4, mask_aware=False)   # the trap: min/max over the zeros too, and Q(0) != 0
+    naive = prune.sparsity(net, layers=quantizable_layers(net))
+    assert naive.total < 0.05
+    set_bits(net, 4, symmetric=True, mask_aware=False)   # zero is a level: nothing is un-pruned
+    for name, module in quantizable_layers(net):
+        assert (module.weight[~prune.masks(net)[name]] == 0).all()
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_masked_zeros_stay_zero_through_qat_steps(symmetric):
+    net = SmallNet()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.875, weight_decay=1e-4)
+    prune.prune_by_percentage(net, 0.6, optimizer=optimizer)
+    set_bits(net, 3, symmetric=symmetric, layers=LAYERS)
+    keep = {n: m.clone() for n, m in prune.masks(net).items()}
+    start = {n: getattr(net, n).parametrizations.weight.original.detach().clone() for n in LAYERS}
+    for k in range(5):
+        sgd_step(net, optimizer, seed=k)
+    for name in LAYERS:
+        layer = getattr(net, name)
+        original = layer.parametrizations.weight.original
+        assert (layer.weight[~keep[name]] == 0).all() and (original[~keep[name]] == 0).all()
+        assert not torch.equal(original[keep[name]], start[name][keep[name]])   # the kept ones trained
+        assert layer.weight[keep[name]].unique().numel() <= 2 ** 3
+
+
+def test_optimizer_built_before_set_bits_trains_the_float_weights():
+    net = SmallNet()
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    set_bits(net, 2, layers=LAYERS)
+    original = net.conv2.parametrizations.weight.original
+    start = original.detach().clone()
+    sgd_step(net, optimizer)
+    assert original.grad is not None and not torch.equal(original, start)
+    assert net.conv2.weight.unique().numel() <= 4
+
+
+def test_training_under_bf16_autocast():
+    net = SmallNet()
+    set_bits(net, 4, layers=LAYERS)
+    X, y = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = F.cross_entropy(net(X), y)
+    loss.backward()
+    assert net.conv1.parametrizations.weight.original.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("mask_aware", [False, True])
+def test_codes_reproduce_the_weight_bit_for_bit(symmetric, mask_aware):
+    net = models.resnet20()
+    prune.global_prune_by_percentage(net, 0.7)
+    set_bits(net, 3, symmetric=symmetric, mask_aware=mask_aware)
+    for name, layer in quantizable_layers(net):
+        c, codebook = codes(layer)
+        W = layer.weight.detach()
+        assert c.dtype == torch.int64 and c.shape == W.shape and codebook.dtype == torch.float32
+        assert codebook.numel() == (7 if symmetric else 8) and 0 <= c.min() and c.max() < codebook.numel()
+        assert torch.equal(torch.where(W != 0, codebook[c], 0.0), W)
+        if symmetric or not mask_aware:
+            assert torch.equal(codebook[c], W)
+        if mask_aware:
+            assert (W[~prune.masks(net)[name]] == 0).all()
+
+
+def test_save_load_and_make_permanent_of_a_pruned_quantized_model(tmp_path):
+    net = models.resnet20()
+    set_bits(net, 4)
+    prune.global_prune_by_percentage(net, 0.8)
+    set_bits(net, 2, symmetric=True, layers=["fc"])   # a quantized layer after the default ones
+    set_bits(net, 6, layers=["conv1"])
+    path = tmp_path / "pq.pt"
+    torch.save(net.state_dict(), path)
+    loaded = prune.load_pruned(models.resnet20(), path)
+    X = torch.rand(4, 3, 32, 32)
+    net.eval(), loaded.eval()
+    assert torch.equal(loaded(X), net(X))
+    assert state_equal(loaded.state_dict(), net.state_dict())
+    assert [bits_of(m) for _, m in models.prunable_layers(loaded)] == [6] + [4] * 18 + [2]
+    assert quantizer_of(loaded.fc).symmetric
+    effective = {name: m.weight.detach().clone() for name, m in models.prunable_layers(net)}
+    prune.make_permanent(net)
+    assert not any(parametrize.is_parametrized(m) for m in net.modules())
+    assert all(torch.equal(m.weight, effective[name]) for name, m in models.prunable_layers(net))
+
+
+def test_load_pruned_of_a_quantized_model_without_masks():
+    net = models.resnet20(bits=3)
+    loaded = prune.load_pruned(models.resnet20(), net.state_dict())
+    assert state_equal(loaded.state_dict(), net.state_dict())
+    with pytest.raises(ValueError, match="already pruned or quantized"):
+        models.load_weights(loaded, net.state_dict())
+
+
+def toy_data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+
+    def split():
+        return Split(torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
+                     torch.randint(0, 5, (n,), generator=g))
+
+    return CIFAR10(train=split(), test=split(), classes=[str(i) for i in range(5)])
+
+
+def test_quantization_aware_training_during_global_iterative_pruning():
+    """Lab 3 (e): the schedule of Lab 2 (e) on a quantized model, in the training loop."""
+    net = SmallNet()
+    set_bits(net, 4, layers=LAYERS)
+    schedule = prune.IterativePruning(target=0.6, steps=3, scope="global")
+    history = train(net, toy_data(), epochs=5, batch_size=16, lr=0.05, val_fraction=0, progress=False,
+                    callbacks=[schedule])
+    assert history.column("eligible") == [False, False, True, True, True]
+    s = prune.sparsity(net)
+    assert abs(s.total - 0.6) < 0.01 and history.records[-1]["sparsity"] == s.total
+    for name in LAYERS:
+        layer = getattr(net, name)
+        assert [type(p).__name__ for p in layer.parametrizations.weight] == ["Mask", "Quantize"]
+        keep = prune.masks(net)[name]
+        assert (layer.weight[~keep] == 0).all()
+        assert layer.weight[keep].unique().numel() <= 16
+
+
+def test_summary_lists_bits_levels_and_sparsity():
+    net = models.resnet20(bits=2)
+    text = summary(net)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 20
+    assert lines[2].split()[:3] == ["conv1", "432", "float"]
+    assert lines[3].split()[:5] == ["stage1.0.conv1", "2304", "2", "asymmetric", "4/4"]
+
+
+def test_quantize_module_reports_its_settings():
+    q = Quantize(3, symmetric=True)
+    assert q.get_extra_state() == {"bits": 3, "symmetric": True, "mask_aware": True}
+    with pytest.raises(ValueError, match="bits must be None"):
+        q.set_extra_state({"bits": 99, "symmetric": False, "mask_aware": True})
+    assert q.bits == 3   # unchanged by the rejected state
