@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import compress, models, prune, quant
+from labkit import compress, models, prune, quant, structured
 from labkit.compress import PARTS, load, relative_indices, save, size_report
 
 
@@ -81,14 +81,18 @@ def test_round_trip_other_index_widths(tmp_path, index_bits):
 
 
 def test_round_trip_channel_pruned(tmp_path):
-    """Narrower inner convs (a channel-pruned ResNet-20): the shapes come from the file."""
-    inner = (8, 4, 16, 16, 8, 32, 32, 20, 64, 1)[:9]
-    net = random_resnet(2, inner=inner)
+    """Narrower inner convs (labkit.structured's channel pruning, then 50 % unstructured and
+    4 bits on top): the shapes come from the file."""
+    net = structured.prune_channels(random_resnet(2), 0.5)
     prune.prune_by_percentage(net, 0.5)
+    quant.set_bits(net, 4)
     save(net, tmp_path / "m.lkdc")
     loaded = load(tmp_path / "m.lkdc")
-    assert [b.conv1.out_channels for s in (loaded.stage1, loaded.stage2, loaded.stage3) for b in s] == list(inner)
+    assert structured.inner_widths(loaded) == structured.inner_widths(net) == (8,) * 3 + (16,) * 3 + (32,) * 3
     assert_same_model(net, loaded)
+    odd = random_resnet(5, inner=(8, 4, 16, 16, 8, 32, 32, 20, 64))  # any widths, one per block
+    save(odd, tmp_path / "o.lkdc")
+    assert_same_model(odd, load(tmp_path / "o.lkdc"))
 
 
 def test_negative_zeros_load_as_zeros(tmp_path):
