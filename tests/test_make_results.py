@@ -120,3 +120,13 @@ def test_committed_page_is_what_the_generator_writes(mr):
     committed = (REPO / "book" / "results.md").read_text(encoding="utf-8")
     assert committed == mr.build_page(REPO), (
         "book/results.md is out of date: run `make results` (python scripts/make_results.py) and commit it")
+
+
+def test_reference_notes_become_footnotes(mr, results_dir, reference):
+    reference["notes"] = {"fp": "another checkpoint", "global_e": "another checkpoint",
+                          "ptq_4": "a different note"}
+    lines = page_lines(mr, results_dir, reference)
+    assert "| (a) | pretrained model | 91.64 % | 91.51 % † |" in lines
+    assert "|  | iterative global pruning | not measured | 88.68 % † |" in lines   # same note, same mark
+    assert lines.count("† another checkpoint.") == 1
+    assert "| PTQ, 4 bits | — | 89.72 % † |" in lines and "† a different note." in lines  # per lab
