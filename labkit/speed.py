@@ -216,13 +216,18 @@ def count_macs(net: nn.Module, input_shape=(1, 3, 32, 32)) -> float:
     return counter.get_total_flops() / 2 / input_shape[0]
 
 
-def count_params(net: nn.Module, *, nonzero: bool = False) -> int:
+def count_params(net: nn.Module, *, nonzero: bool = False, weights_only: bool = False) -> int:
     """Entries of all of `net`'s parameters (weights, biases, batch-norm scales and shifts; not the
-    batch-norm statistics, which are buffers); nonzero=True counts the non-zero entries only."""
+    batch-norm statistics, which are buffers); nonzero=True counts the non-zero entries only.
+    weights_only=True counts the effective weights (after masks) of the Conv2d and Linear layers
+    only, the weights that pruning removes."""
+    from .models import prunable_layers
+
     with torch.no_grad():
+        tensors = [m.weight for _, m in prunable_layers(net)] if weights_only else list(net.parameters())
         if nonzero:
-            return int(sum(int((p != 0).sum()) for p in net.parameters()))
-        return sum(p.numel() for p in net.parameters())
+            return int(sum(int((t != 0).sum()) for t in tensors))
+        return sum(t.numel() for t in tensors)
 
 
 # --- latency ------------------------------------------------------------------------------------
@@ -421,34 +426,47 @@ def latency_table(results: dict, *, baseline=None) -> str:
     return table(rows, headers + (["speed-up"] if baseline is not None else []))
 
 
-def plot_latency(results: dict, *, title=None):
-    """Latency (median, IQR as error bars, log scale) against sparsity, one panel per batch size
-    and thread count. Model keys must be (kind, sparsity): one line per kind, e.g. ("dense", 0.0),
-    ("CSR", 0.8), ("channels", 0.5). Returns the Figure."""
+def plot_latency(results: dict, *, baseline=None, title=None):
+    """Latency (median, quartiles as error bars, log scale) against sparsity: one row of panels per
+    batch size, one column per thread count. Model keys must be (kind, sparsity): one line per
+    kind, e.g. ("dense", 0.0), ("CSR", 0.8), ("channels", 0.5); `baseline` (a model key) is drawn
+    as a horizontal line with its interquartile band. Returns the Figure."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     for key in {k for k, _, _ in results}:
         if not (isinstance(key, tuple) and len(key) == 2 and isinstance(key[1], (int, float))):
             raise ValueError(f"plot_latency needs model keys (kind, sparsity), got {key!r}")
-    panels = sorted({(b, t) for _, b, t in results}, key=lambda p: (p[0], p[1] or 0))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
-    kinds = list(dict.fromkeys(k[0] for k, _, _ in results))
+    batches = sorted({b for _, b, _ in results})
+    threads = sorted({t for _, _, t in results}, key=lambda t: t or 0)
+    fig, axes = plt.subplots(len(batches), len(threads), figsize=(4.6 * len(threads), 3.3 * len(batches)),
+                             squeeze=False)
+    kinds = [k for k in dict.fromkeys(k[0] for k, _, _ in results) if baseline is None or k != baseline[0]]
     markers = "os^Dv<>p"
-    for ax, (b, t) in zip(axes[0], panels):
-        for i, kind in enumerate(kinds):
-            pts = sorted((k[1], lat) for (k, bb, tt), lat in results.items()
-                         if k[0] == kind and bb == b and tt == t)
-            x = [p for p, _ in pts]
-            y = [lat.median * 1e3 for _, lat in pts]
-            yerr = [[(lat.median - lat.quartiles[0]) * 1e3 for _, lat in pts],
-                    [(lat.quartiles[1] - lat.median) * 1e3 for _, lat in pts]]
-            ax.errorbar(x, y, yerr=yerr, marker=markers[i % len(markers)], capsize=3,
-                        ls="-" if len(x) > 1 else "none", label=kind)
-        ax.set_yscale("log")
-        ax.set_xlabel("fraction of weights removed")
-        ax.set_ylabel("latency per batch (ms)")
-        ax.set_title(f"batch {b}" + ("" if t is None else f", {t} thread{'s' if t > 1 else ''}"))
-        ax.grid(True, which="both", alpha=0.3)
+    ms = FuncFormatter(lambda v, _: f"{v:g}")
+    for row, b in enumerate(batches):
+        for col, t in enumerate(threads):
+            ax = axes[row][col]
+            if baseline is not None and (baseline, b, t) in results:
+                base = results[(baseline, b, t)]
+                ax.axhline(base.median * 1e3, color="0.3", ls="--", lw=1, label=baseline[0])
+                ax.axhspan(base.quartiles[0] * 1e3, base.quartiles[1] * 1e3, color="0.3", alpha=0.12, lw=0)
+            for i, kind in enumerate(kinds):
+                pts = sorted((k[1], lat) for (k, bb, tt), lat in results.items()
+                             if k[0] == kind and bb == b and tt == t)
+                y = [lat.median * 1e3 for _, lat in pts]
+                yerr = [[(lat.median - lat.quartiles[0]) * 1e3 for _, lat in pts],
+                        [(lat.quartiles[1] - lat.median) * 1e3 for _, lat in pts]]
+                ax.errorbar([x for x, _ in pts], y, yerr=yerr, marker=markers[i % len(markers)], capsize=3,
+                            color=f"C{i}", ls="-" if len(pts) > 1 else "none", label=kind)
+            ax.set_yscale("log")
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.yaxis.set_major_formatter(ms)
+            ax.yaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("fraction of weights removed")
+            ax.set_ylabel("ms per batch")
+            ax.set_title(f"batch {b}" + ("" if t is None else f", {t} thread{'s' if t > 1 else ''}"))
+            ax.grid(True, which="both", alpha=0.3)
     axes[0][0].legend(fontsize="small")
     if title:
         fig.suptitle(title)

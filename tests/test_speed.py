@@ -69,6 +69,8 @@ def test_count_params():
     prune.prune_by_percentage(net, 0.8)
     zeros = sum(prune.sparsity(net).zeros.values())
     assert speed.count_params(net, nonzero=True) == weights - zeros + bn + net.fc.bias.numel()
+    assert speed.count_params(net, weights_only=True) == weights
+    assert speed.count_params(net, nonzero=True, weights_only=True) == weights - zeros
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(stride=2), dict(padding=0), dict(padding=2, dilation=2),
@@ -142,8 +144,9 @@ def test_measure_is_sane():
     assert net.training and small.training               # modes restored
     text = speed.latency_table(results, baseline=("dense", 0.0))
     assert "speed-up" in text and "channels 50%" in text
-    fig = speed.plot_latency(results)
-    assert len(fig.axes) == 2
+    fig = speed.plot_latency(results, baseline=("dense", 0.0))
+    assert len(fig.axes) == 2                                # one panel per batch size and thread count
+    assert [line.get_label() for line in fig.axes[0].lines][0] == "dense"   # the baseline's line
 
 
 def test_thread_settings():
