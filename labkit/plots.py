@@ -13,6 +13,9 @@ Lab 2: plot_sparsity  per-layer sparsity as grouped bars, several models side by
        plot_accuracy_vs_sparsity  test accuracy of one-shot pruned models against the fraction pruned
        plot_histories  accuracy per epoch of training runs (labkit.train.History), one run or
                        several seeds of it (mean and spread), the selected epochs starred
+
+Lab 3: plot_quantized_weights  histograms of one layer's weights, float and quantized, levels marked
+       plot_accuracy_vs_bits  test accuracy against the bit width, one line per method
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["plot_runs", "plot_overlay", "plot_sparsity", "plot_accuracy_vs_sparsity", "plot_histories"]
+__all__ = ["plot_runs", "plot_overlay", "plot_sparsity", "plot_accuracy_vs_sparsity", "plot_histories",
+           "plot_quantized_weights", "plot_accuracy_vs_bits"]
 
 LINESTYLES = ("-", "--", ":", "-.")
 
@@ -353,3 +357,81 @@ def _figure(ax, size):
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=size, layout="constrained")
     return fig, ax
+
+
+# --- Lab 3: quantization ---------------------------------------------------------------------------
+
+def plot_quantized_weights(weights, quantized, *, bins=80, log=False, title=None):
+    """Histograms of one layer's weights: the float weights, then one panel per quantized version.
+
+    weights:   the float weights (a tensor or array, any shape).
+    quantized: {label: (quantized weights, codebook)}, e.g. ``{"4 bits": (quant.quantize(w, 4),
+               quant.encode(w, 4)[1])}``. A panel draws how many weights take each value (stems),
+               marks every level of the codebook below the axis (a level no weight takes is hollow)
+               and gives the count of levels used in its title; the float histogram is drawn behind
+               in grey, on the same bins as the first panel.
+    log:       logarithmic counts, e.g. for a pruned layer whose zeros dwarf everything else.
+    """
+    if not isinstance(quantized, dict) or not quantized:
+        raise ValueError("quantized must be a non-empty dict {label: (quantized weights, codebook)}")
+    w = _flat(weights)
+    fig, axes = plt.subplots(1, len(quantized) + 1, figsize=(3.6 * (len(quantized) + 1), 3.2),
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
+    axes = axes[0]
+    edges = np.histogram_bin_edges(w, bins=bins)
+    for ax in axes:
+        ax.hist(w, bins=edges, color="0.75", label="float")
+        ax.set_xlabel("weight value")
+        ax.grid(alpha=0.3)
+        if log:
+            ax.set_yscale("log")
+    axes[0].set_ylabel("number of weights")
+    axes[0].set_title(f"float\n{w.size} weights", fontsize="medium")
+    for i, (ax, (label, pair)) in enumerate(zip(axes[1:], quantized.items())):
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ValueError(f"quantized[{label!r}] must be a pair (quantized weights, codebook)")
+        w_q, levels = _flat(pair[0]), np.unique(_flat(pair[1]))
+        values, counts = np.unique(w_q, return_counts=True)
+        color = f"C{i % 10}"
+        ax.vlines(values, 0 if not log else 0.8, counts, color=color, lw=2, label="quantized")
+        used = np.isin(levels, values)
+        for which, fill in ((used, color), (~used, "none")):
+            if which.any():   # an empty unclipped line would break the figure's layout
+                ax.plot(levels[which], np.zeros(which.sum()), "^", color=color, mfc=fill, ms=6,
+                        clip_on=False, transform=ax.get_xaxis_transform())
+        ax.set_title(f"{label}\n{used.sum()} of {levels.size} levels used", fontsize="medium")
+    axes[-1].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_accuracy_vs_bits(curves, *, dense=None, ax=None, title=None):
+    """Test accuracy (in %) against the bit width, one line per method.
+
+    curves: {label: {bits: accuracy (fraction)}}, e.g. {"PTQ, asymmetric": {6: 0.91, ...}, ...};
+    dense:  the float model's accuracy, drawn as a dashed line.
+    """
+    if not isinstance(curves, dict) or not curves or not all(isinstance(c, dict) and c for c in curves.values()):
+        raise ValueError("curves must be a non-empty dict {label: {bits: accuracy}}, each non-empty")
+    fig, ax = _figure(ax, (6.5, 4))
+    markers = "osD^v"
+    for i, (label, points) in enumerate(curves.items()):
+        bits = sorted(points)
+        ax.plot(bits, [100 * points[b] for b in bits], marker=markers[i % len(markers)],
+                ls=LINESTYLES[i % len(LINESTYLES)], label=label)
+    if dense is not None:
+        ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"float ({dense:.2%})")
+    ax.set(xlabel="bits per weight (residual stages)", ylabel="test accuracy (%)",
+           title=title or "Accuracy against precision")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    return fig
+
+
+def _flat(x) -> np.ndarray:
+    """A tensor or array as a flat float64 numpy array (detached, on the CPU)."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64).ravel()

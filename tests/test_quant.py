@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.nn.utils import parametrize
 
 from labkit import models, prune
-from labkit.data import CIFAR10, Split
 from labkit.quant import (Quantize, bits_of, codes, encode, quantizable_layers, quantize,
                           quantizer_of, set_bits, summary)
 from labkit.train import train
+from test_prune import LAYERS, SmallNet, batch, step, toy_data   # the same small model and data as pruning's tests
 
 
 # --- the independent reference -------------------------------------------------------------------
@@ -180,41 +179,10 @@ def test_other_bad_input_is_rejected():
 
 # --- in a model --------------------------------------------------------------------------------
 
-class SmallNet(nn.Module):
-    """Two convs and a Linear; any input size (global average pool)."""
-
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.conv1 = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.conv2 = nn.Conv2d(4, 6, 3, stride=2, padding=1)
-        self.fc = nn.Linear(6, 5)
-
-    def forward(self, x):                      # (B, 3, H, W)
-        x = F.relu(self.conv1(x))              # (B, 4, H, W)
-        x = F.relu(self.conv2(x))              # (B, 6, H/2, W/2)
-        return self.fc(x.mean(dim=(2, 3)))     # (B, 5)
-
-
-LAYERS = ["conv1", "conv2", "fc"]
-
-
 def state_equal(a, b):
+    """Equal state dicts, quantizers' extra state (dicts) included."""
     return a.keys() == b.keys() and all(
         torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
-
-
-def batch(seed=0, n=16, size=8):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 3, size, size, generator=g), torch.randint(0, 5, (n,), generator=g)
-
-
-def sgd_step(net, optimizer, seed=0):
-    X, y = batch(seed)
-    loss = F.cross_entropy(net(X), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
 
 
 def test_residual_stages_quantized_first_and_last_layers_not():
@@ -311,7 +279,7 @@ def test_masked_zeros_stay_zero_through_qat_steps(symmetric):
     keep = {n: m.clone() for n, m in prune.masks(net).items()}
     start = {n: getattr(net, n).parametrizations.weight.original.detach().clone() for n in LAYERS}
     for k in range(5):
-        sgd_step(net, optimizer, seed=k)
+        step(net, optimizer, seed=k)
     for name in LAYERS:
         layer = getattr(net, name)
         original = layer.parametrizations.weight.original
@@ -326,7 +294,7 @@ def test_optimizer_built_before_set_bits_trains_the_float_weights():
     set_bits(net, 2, layers=LAYERS)
     original = net.conv2.parametrizations.weight.original
     start = original.detach().clone()
-    sgd_step(net, optimizer)
+    step(net, optimizer)
     assert original.grad is not None and not torch.equal(original, start)
     assert net.conv2.weight.unique().numel() <= 4
 
@@ -388,16 +356,6 @@ def test_load_pruned_of_a_quantized_model_without_masks():
         models.load_weights(loaded, net.state_dict())
 
 
-def toy_data(n=64, seed=0):
-    g = torch.Generator().manual_seed(seed)
-
-    def split():
-        return Split(torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
-                     torch.randint(0, 5, (n,), generator=g))
-
-    return CIFAR10(train=split(), test=split(), classes=[str(i) for i in range(5)])
-
-
 def test_quantization_aware_training_during_global_iterative_pruning():
     """Lab 3 (e): the schedule of Lab 2 (e) on a quantized model, in the training loop."""
     net = SmallNet()
@@ -431,3 +389,50 @@ def test_quantize_module_reports_its_settings():
     with pytest.raises(ValueError, match="bits must be None"):
         q.set_extra_state({"bits": 99, "symmetric": False, "mask_aware": True})
     assert q.bits == 3   # unchanged by the rejected state
+
+
+# --- the lab's plots -----------------------------------------------------------------------------
+
+def test_plot_quantized_weights_draws_each_value_count_and_marks_every_level():
+    import matplotlib.pyplot as plt
+    from labkit import plots
+
+    w = torch.randn(2000, generator=torch.Generator().manual_seed(0))
+    w[:1500] = 0.0                                        # a pruned tensor
+    keep = w != 0
+    panels = {"aware": (quantize(w, 3, mask=keep), encode(w, 3, mask=keep)[1]),
+              "naive": (quantize(w, 3), encode(w, 3)[1])}
+    fig = plots.plot_quantized_weights(w, panels, log=True)
+    try:
+        assert len(fig.axes) == 3 and fig.axes[1].get_yscale() == "log"
+        for ax, (w_q, codebook) in zip(fig.axes[1:], panels.values()):
+            values, counts = np.unique(w_q.numpy(), return_counts=True)
+            segments = ax.collections[-1].get_segments()     # the stems: one per distinct value
+            np.testing.assert_allclose(sorted(s[0][0] for s in segments), values)
+            np.testing.assert_array_equal([s[1][1] for s in sorted(segments, key=lambda s: s[0][0])], counts)
+            marked = np.concatenate([ln.get_xdata() for ln in ax.lines])   # every level, used or not
+            np.testing.assert_allclose(np.sort(marked), np.sort(codebook.numpy()))
+            used = np.isin(codebook.numpy(), values).sum()
+            assert f"{used} of {codebook.numel()} levels used" in ax.get_title()
+        with pytest.raises(ValueError, match="pair"):
+            plots.plot_quantized_weights(w, {"x": quantize(w, 3)})
+    finally:
+        plt.close("all")
+
+
+def test_plot_accuracy_vs_bits_draws_the_given_points():
+    import matplotlib.pyplot as plt
+    from labkit import plots
+
+    curves = {"PTQ": {6: 0.91, 2: 0.1, 4: 0.88}, "QAT": {4: 0.9, 2: 0.8}}
+    fig = plots.plot_accuracy_vs_bits(curves, dense=0.92)
+    try:
+        ax = fig.axes[0]
+        for line, points in zip(ax.lines, curves.values()):
+            np.testing.assert_array_equal(line.get_xdata(), sorted(points))
+            np.testing.assert_allclose(line.get_ydata(), [100 * points[b] for b in sorted(points)])
+        assert ax.lines[-1].get_ydata()[0] == pytest.approx(92.0)
+        with pytest.raises(ValueError, match="curves must be"):
+            plots.plot_accuracy_vs_bits({"PTQ": {}})
+    finally:
+        plt.close("all")
