@@ -42,7 +42,7 @@ from torch.utils import benchmark
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = ["CSRConv2d", "CSRLinear", "to_csr", "im2col", "count_macs", "count_params",
-           "Latency", "measure", "thread_settings", "Speedup", "speedup", "crossover",
+           "Latency", "measure", "thread_settings", "machine_load", "Speedup", "speedup", "crossover",
            "latency_table", "plot_latency"]
 
 
@@ -274,6 +274,22 @@ def thread_settings(device) -> tuple[int | None, ...]:
         counts.add(n)
         n *= 2
     return tuple(sorted(counts))
+
+
+def machine_load() -> str:
+    """One line on how busy the machine is: the 1-minute load average (processes running or
+    waiting for a CPU) against the number of CPUs. Above that number, other processes compete
+    for the cores, and timings with several threads suffer most (their threads wait for each
+    other). Empty where the system does not report it."""
+    import os
+
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    cpus = os.cpu_count() or 1
+    verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
+    return f"load average {load:.1f} on {cpus} CPUs ({verdict})"
 
 
 def _check_positive_int(name: str, v) -> int:

@@ -203,3 +203,11 @@ def test_crossover():
     assert speed.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): 0.95}   # 0.9 is slower again
     res[(("CSR", 0.95), 1, 1)] = _fake({("CSR", 0.95): [2.0] * 3})[(("CSR", 0.95), 1, 1)]
     assert speed.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): None}
+
+
+def test_machine_load():
+    import os
+
+    line = speed.machine_load()
+    if hasattr(os, "getloadavg"):
+        assert line.startswith("load average") and f"on {os.cpu_count()} CPUs" in line
