@@ -31,8 +31,10 @@ model counts only the MACs of its non-zero weights. `count_params` counts parame
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import numbers
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -71,6 +73,15 @@ def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
+@contextlib.contextmanager
+def _csr_beta_quiet():
+    """Silences PyTorch's "Sparse CSR tensor support is in beta state" warning, which a new CSR
+    tensor raises and which says nothing about our use of it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
 class _CSRWeight:
     """Holds the CSR parts of ``weight.flatten(1)`` as three plain buffers (so that the layer
     moves with ``.to()`` and deep-copies; a CSR tensor itself does neither) and assembles the
@@ -78,13 +89,17 @@ class _CSRWeight:
 
     def refresh(self) -> None:
         """(Re)build the CSR copy from the current ``weight`` (after changing the weight)."""
-        csr = self.weight.detach().flatten(1).to_sparse_csr()  # (C_out, C_in*kh*kw) or (out, in)
+        with _csr_beta_quiet():
+            csr = self.weight.detach().flatten(1).to_sparse_csr()  # (C_out, C_in*kh*kw) or (out, in)
         for name, t in (("crow", csr.crow_indices()), ("col", csr.col_indices()), ("val", csr.values())):
             self.register_buffer(f"csr_{name}", t.clone(), persistent=False)
 
     def weight_csr(self) -> torch.Tensor:
         shape = (self.weight.shape[0], self.weight[0].numel())
-        return torch.sparse_csr_tensor(self.csr_crow, self.csr_col, self.csr_val, shape)
+        with _csr_beta_quiet():
+            # Built by to_sparse_csr in refresh(): valid, so the invariant checks are skipped.
+            return torch.sparse_csr_tensor(self.csr_crow, self.csr_col, self.csr_val, shape,
+                                           check_invariants=False)
 
     @property
     def nnz(self) -> int:
