@@ -6,8 +6,8 @@ setting, then `rounds` rounds that visit every model in turn (interleaved, so th
 the machine hits all models alike), each round timing blocks of calls for about `min_run_time`
 seconds. A setting's blocks of all rounds are merged (``Measurement.merge``) and summarised by
 their median and interquartile range (IQR = q3 - q1), torch.utils.benchmark's own statistics.
-Settings: batch sizes (1 and 256 by default), and on the CPU every thread count from 1 to the
-number torch uses (``Timer(num_threads=...)``); on CUDA the thread count does not apply.
+Settings: batch sizes (1 and 256 by default), and on the CPU the thread counts 1, 2, 4, ... up to
+the number torch uses (``Timer(num_threads=...)``); on CUDA the thread count does not apply.
 
 Sparse execution. `CSRConv2d` and `CSRLinear` subclass the float layers (as timm's ``StdConv2d``
 subclasses ``nn.Conv2d``): same constructor, same ``weight`` Parameter and state dict, but the
@@ -61,8 +61,7 @@ def im2col(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> tor
     dh, dw = _pair(dilation)
     B, C, H, W = x.shape
     xp = F.pad(x, (pw, pw, ph, ph)).contiguous()           # (B, C, H + 2ph, W + 2pw)
-    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    Ho, Wo = _out_len(H, kh, sh, ph, dh), _out_len(W, kw, sw, pw, dw)
     sB, sC, sH, sW = xp.stride()
     # A view (C, kh, kw, B, Ho, Wo) of the padded input: no copy until the reshape below.
     patches = xp.as_strided((C, kh, kw, B, Ho, Wo), (sC, sH * dh, sW * dw, sB, sH * sh, sW * sw))
@@ -71,6 +70,11 @@ def im2col(x: torch.Tensor, kernel_size, stride=1, padding=0, dilation=1) -> tor
 
 def _pair(v) -> tuple[int, int]:
     return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
+
+def _out_len(n: int, k: int, stride: int, pad: int, dilation: int) -> int:
+    """Output length of a convolution along one axis (as nn.Conv2d's docs state it)."""
+    return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
 @contextlib.contextmanager
@@ -141,16 +145,14 @@ class CSRConv2d(_CSRWeight, nn.Conv2d):
         return cls._copy_weights(new, conv)
 
     def forward(self, x):                                   # (B, C_in, H, W)
-        B = x.shape[0]
+        B, _, H, W = x.shape
+        Ho, Wo = (_out_len(*a) for a in zip((H, W), self.kernel_size, self.stride, self.padding, self.dilation))
         cols = im2col(x, self.kernel_size, self.stride, self.padding, self.dilation)
         out = self.weight_csr() @ cols                      # (C_out, B * Ho * Wo)
         if self.bias is not None:
             out = out + self.bias[:, None]
-        Ho_Wo = out.shape[1] // B
-        Wo = (x.shape[3] + 2 * self.padding[1] - self.dilation[1] * (self.kernel_size[1] - 1) - 1) \
-            // self.stride[1] + 1
-        out = out.view(self.out_channels, B, Ho_Wo // Wo, Wo)  # (C_out, B, Ho, Wo)
-        return out.transpose(0, 1).contiguous()               # (B, C_out, Ho, Wo)
+        out = out.view(self.out_channels, B, Ho, Wo)
+        return out.transpose(0, 1).contiguous()             # (B, C_out, Ho, Wo)
 
 
 class CSRLinear(_CSRWeight, nn.Linear):
