@@ -36,7 +36,6 @@ so a channel-pruned ResNet-20 (narrower inner convs) loads too.
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import struct
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from .huffman import decode as huffman_decode
 from .huffman import encode as huffman_encode
 
 __all__ = ["MAGIC", "VERSION", "PARTS", "LayerSize", "SizeReport", "relative_indices",
-           "size_report", "torch_save_bytes", "save", "load"]
+           "size_report", "save", "load"]
 
 MAGIC = b"\x89LABKIT\n"  # a non-ASCII first byte and a newline: text-mode copies break it
 VERSION = 1
@@ -330,15 +329,6 @@ def size_report(net: nn.Module, *, index_bits: int = 4, huffman: bool = True) ->
     whose tensors the format does not store.
     """
     return _encode(net, index_bits, huffman)[1]
-
-
-def torch_save_bytes(net: nn.Module) -> int:
-    """Size in bytes of ``torch.save(net.state_dict())`` into a buffer: the naive file, masks and
-    float weights of quantized layers included. (A file's size depends a little on its name: the
-    zip entries are prefixed with the file's stem, 'archive' for a buffer.)"""
-    buffer = io.BytesIO()
-    torch.save(net.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
 
 
 def save(net: nn.Module, path, *, index_bits: int = 4, huffman: bool = True) -> SizeReport:

@@ -414,9 +414,10 @@ def train(
     without the callbacks' epoch-begin work) and ``time`` (the whole epoch with evaluation), and
     whatever the callbacks record.
     """
-    config = (config or TrainConfig()).replace(**overrides) if overrides else (config or TrainConfig())
+    config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a labkit.train.TrainConfig, got {type(config).__name__}")
+    config = config.replace(**overrides)
     if not isinstance(data, CIFAR10):
         raise ValueError(f"train needs the whole dataset (labkit.data.cifar10()), with .train and .test; "
                          f"got {type(data).__name__}")

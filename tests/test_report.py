@@ -71,6 +71,11 @@ def test_difference_of_means_and_its_standard_error_by_hand():
     assert diff == pytest.approx(0.11)
     assert se == pytest.approx(((0.02 ** 2) / 3 + (0.01 ** 2) / 3) ** 0.5)
     assert report.verdict(diff, se).startswith("beyond") and report.verdict(0.01, 0.01).startswith("within")
+    # unequal seed counts: each variance is divided by its own count
+    diff, se = report.difference([0.80, 0.84], [0.70, 0.71, 0.72, 0.73])
+    assert diff == pytest.approx(0.82 - 0.715)
+    s_a2, s_b2 = 0.0008, sum((v - 0.715) ** 2 for v in (0.70, 0.71, 0.72, 0.73)) / 3
+    assert se == pytest.approx((s_a2 / 2 + s_b2 / 4) ** 0.5)
     with pytest.raises(ValueError, match="two seeds"):
         report.difference([0.8], [0.7, 0.71])
 

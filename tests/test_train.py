@@ -328,6 +328,8 @@ def test_overrides_change_one_run_like_a_config_with_that_field():
     assert ha.column("loss") == hb.column("loss")
     with pytest.raises(ValueError, match="unknown TrainConfig field"):
         train(toy_net(), toy_data(), epoch=1, progress=False)
+    with pytest.raises(ValueError, match="config must be a labkit.train.TrainConfig, got dict"):
+        train(toy_net(), toy_data(), {"epochs": 1}, progress=False)
 
 
 def test_progress_mode_must_be_known(monkeypatch):
