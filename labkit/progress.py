@@ -1,0 +1,21 @@
+"""Progress bars (tqdm): notebook widgets, text, or none. The mode is an argument: the public entry
+point that draws a bar reads ``settings.progress()`` once and passes it here."""
+from __future__ import annotations
+
+from .checks import one_of
+
+__all__ = ["MODES", "bar"]
+
+MODES = ("auto", "text", "off")
+
+
+def bar(total: int, desc: str, *, mode: str = "auto", unit: str = "it", enabled: bool = True):
+    """A tqdm bar of ``total`` steps. ``mode``: ``auto`` (a widget in a notebook, text elsewhere),
+    ``text`` or ``off``; ``enabled=False`` (a caller's ``progress=False``) is the same as ``off``.
+    Bars go to stderr, never into a checked cell's output."""
+    one_of("progress mode", mode, MODES)
+    if mode == "auto" and enabled:
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not enabled or mode == "off")
