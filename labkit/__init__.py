@@ -1,2 +1,48 @@
-"""labkit: the helper package of the Efficient Deep Learning labs."""
+"""labkit: the helper package of the Efficient Deep Learning labs.
+
+The module map, bottom to top. A module imports only from layers below its own (tests/test_layout.py
+holds this, imports inside functions included), so each layer can be read without the ones above.
+
+Layer 0, leaves (no labkit imports but `checks`):
+    settings       every LABKIT_* environment variable, read once per entry point; the run Profile
+    checks         argument checks with clear errors (int, finite number, fraction, flag, choice)
+    tables         plain-text tables: every table labkit prints
+    stats          noise: binomial standard error, mean ± std over seeds, differences, verdicts
+    layers         prunable layers, the stored weight and the parametrizations on it; eval mode
+    progress       progress bars (widgets, text or off)
+    files          atomic writes: every file labkit writes
+    huffman        canonical Huffman codes (Lab 4)
+Layer 1:
+    download       the data folder, checked downloads (MD5, SHA-256)
+    data           CIFAR-10 as uint8 tensors, the validation split, batches, augmentation
+    devices        the device, bf16/fp16 by capability, memory format, autocast
+    plots          every figure of the labs
+    sparse_linear  Lab 1: sparse optimisation of a linear model (numpy)
+Layer 2:
+    models         ResNet-20 for CIFAR-10, the pretrained checkpoint
+    train          TrainConfig, the one training loop, callbacks, History, evaluate
+Layer 3:
+    prune          Lab 2: the percentile rule, the Mask, sparsity, iterative pruning
+    quant          Lab 3: the fixed-point quantizer, the straight-through estimator, QAT
+    structured     Lab 4 (c): channel pruning of the residual blocks
+    sparse_kernels Lab 4 (b): CSR convolution and linear layers
+    costs          parameter and multiply-accumulate counts
+    latency        Lab 4 (b): interleaved timing, speed-ups with their spread
+Layer 4:
+    checkpoints    saving and loading a pruned and/or quantized model (one loader)
+    compress       Lab 4 (a): the Deep Compression file format (CSR, codebooks, Huffman)
+    footprint      Lab 4 (a): bytes on disk per compression stage
+    report         a run's header, seeds tables, results for the book's results page
+
+Naming: a table of one result is its ``.table()`` method (``History.table``, ``Sparsity.table``);
+a table comparing several is the module's ``<what>_table(...)`` function.
+"""
 __version__ = "0.1.0"
+
+LAYERS = (
+    ("settings", "checks", "tables", "stats", "layers", "progress", "files", "huffman"),
+    ("download", "data", "devices", "plots", "sparse_linear"),
+    ("models", "train"),
+    ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
+    ("checkpoints", "compress", "footprint", "report"),
+)
