@@ -3,9 +3,9 @@
     python benchmarks/bench_latency.py                    # CPU or the GPU labkit would pick
     python benchmarks/bench_latency.py --device cpu --rounds 5 --batch-sizes 1 256
 
-Every model is timed by ``labkit.speed.measure``: ``torch.utils.benchmark`` with a warm-up call
-per setting, rounds that visit all models in turn (interleaved, so that a busy machine slows all
-of them alike), medians and quartiles. The weights are the pretrained ones when the checkpoint
+Every model is timed by ``labkit.latency.measure``: ``torch.utils.benchmark`` with a warm-up call
+per setting, rounds that visit all models in a fresh random order (``latency.interleaved``, so
+that a busy machine slows all of them alike), medians and quartiles. The weights are the pretrained ones when the checkpoint
 is found (``$LABKIT_DATA``), random otherwise: latency does not depend on the values.
 
 It prints the latency table and checks the goals of Lab 4 (issue 9), at the largest batch and
@@ -22,8 +22,7 @@ import argparse
 
 import torch
 
-from labkit import models, prune, speed, structured
-from labkit.train import pick_device
+from labkit import costs, devices, latency, models, prune, sparse_kernels, structured
 
 
 def build(sparsities, keeps, pretrained: bool) -> dict:
@@ -37,11 +36,11 @@ def build(sparsities, keeps, pretrained: bool) -> dict:
         prune.prune_by_percentage(net, q)
         if q == 0.8:
             out[("masked", prune.sparsity(net).total)] = net
-        out[("CSR", prune.sparsity(net).total)] = speed.to_csr(net)
-    dense_weights = speed.count_params(out[("dense", 0.0)], weights_only=True)
+        out[("CSR", prune.sparsity(net).total)] = sparse_kernels.to_csr(net)
+    dense_weights = costs.count_params(out[("dense", 0.0)], weights_only=True)
     for keep in keeps:
         small = structured.prune_channels(out[("dense", 0.0)], keep)
-        out[("channels", 1 - speed.count_params(small, weights_only=True) / dense_weights)] = small
+        out[("channels", 1 - costs.count_params(small, weights_only=True) / dense_weights)] = small
     return out
 
 
@@ -56,18 +55,18 @@ def main(argv=None):
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds per round and setting")
     args = parser.parse_args(argv)
 
-    device = pick_device(args.device)
+    device = devices.pick_device(args.device)
     try:
         nets = build(args.sparsities, args.keeps, pretrained=True)
     except FileNotFoundError:
         nets = build(args.sparsities, args.keeps, pretrained=False)
     nets = {k: m.to(device) for k, m in nets.items()}
-    print(speed.machine_load())
-    results = speed.measure(nets, batch_sizes=args.batch_sizes, threads=args.threads, rounds=args.rounds,
-                            min_run_time=args.min_run_time)
-    print(speed.machine_load())
+    print(latency.machine_load())
+    results = latency.measure(nets, batch_sizes=args.batch_sizes, threads=args.threads, rounds=args.rounds,
+                              min_run_time=args.min_run_time)
+    print(latency.machine_load())
     print(f"device: {device}; torch {torch.__version__}; {torch.get_num_threads()} threads available")
-    print(speed.latency_table(results, baseline=("dense", 0.0)))
+    print(latency.latency_table(results, baseline=("dense", 0.0)))
 
     big = max(args.batch_sizes)
     dense = ("dense", 0.0)
@@ -75,14 +74,14 @@ def main(argv=None):
     for t in dict.fromkeys(t for _, _, t in results):
         for key in nets:
             if key[0] == "channels":
-                s = speed.speedup(results, key, dense, big, t)
+                s = latency.speedup(results, key, dense, big, t)
                 print(f"  threads {t}: channels, {key[1]:.0%} of the weights removed, >= 1.5x dense: {s} "
                       f"{'met' if s.median >= 1.5 else 'NOT met'}")
             if key[0] == "masked":
-                s = speed.speedup(results, key, dense, big, t)
+                s = latency.speedup(results, key, dense, big, t)
                 print(f"  threads {t}: masked {key[1]:.0%} no faster than dense: {s} "
                       f"{'met' if s.low <= 1.0 else 'NOT met'}")
-    for (b, t), s in speed.crossover(results, "CSR", dense).items():
+    for (b, t), s in latency.crossover(results, "CSR", dense).items():
         print(f"CSR faster than dense at batch {b}, threads {t}: "
               + (f"from {s:.0%} sparsity on" if s is not None else "at none of the sparsities"))
 

@@ -6,7 +6,7 @@ quantized (labkit.quant) against the same step of the float model, in one proces
 
 Four models, the same batch, labkit's own training step (the one of ``labkit.train.train``:
 autocast in the precision ``"auto"`` picks on the device, ``channels_last`` where labkit uses it,
-SGD with the course's settings):
+SGD with the course's settings, ``labkit.train.TrainConfig``'s):
 
 1. dense: the float pretrained-size model, no parametrization;
 2. 4 bits: ``quant.set_bits(net, 4)``, the 18 residual convolutions quantized in every forward
@@ -29,19 +29,17 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bench_train import interleaved, load_images, sync   # same folder; sets the full profile
-from labkit import prune, quant
+from bench_train import load_images, sgd, sync   # same folder: the images and the course's SGD
+from labkit import devices, prune, quant
+from labkit.latency import interleaved
 from labkit.models import resnet20
-from labkit.train import pick_device, resolve_memory_format, resolve_precision
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def labkit_step(net, optimizer, X, y, precision, scaler) -> float:
     """Seconds of one step as ``labkit.train.train`` does it (its loop body, without the bookkeeping)."""
     sync(X.device)
     start = time.perf_counter()
-    with torch.autocast(X.device.type, dtype=DTYPES.get(precision), enabled=precision != "fp32"):
+    with devices.autocast(X.device, precision):
         loss = F.cross_entropy(net(X), y)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -74,9 +72,9 @@ def main():
     parser.add_argument("--bits", type=int, default=4)
     parser.add_argument("--sparsity", type=float, default=0.8)
     args = parser.parse_args()
-    device = pick_device(args.device)
-    precision = resolve_precision("auto", device)
-    memory_format = resolve_memory_format("auto", device)
+    device = devices.pick_device(args.device)
+    precision = devices.resolve_precision("auto", device)
+    memory_format = devices.resolve_memory_format("auto", device)
     data, source = load_images(args.batch_size, 1, device)
     X = (data.train.images.float() / 255).contiguous(memory_format=memory_format)   # (B, 3, 32, 32)
     y = data.train.labels
@@ -87,23 +85,16 @@ def main():
           f"medians of {args.steps} interleaved steps\n")
 
     nets = {name: net.to(device).to(memory_format=memory_format) for name, net in build_models(args.bits, args.sparsity).items()}
-    opts = {name: torch.optim.SGD(net.parameters(), lr=0.002, momentum=0.875, weight_decay=1e-4)
-            for name, net in nets.items()}
+    opts = {name: sgd(net) for name, net in nets.items()}    # the course's SGD (labkit.train.TrainConfig)
     scalers = {name: torch.amp.GradScaler(device.type, enabled=precision == "fp16") for name in nets}
-    times = {name: [] for name in nets}
-
-    def candidate(name):
-        def run():
-            t = labkit_step(nets[name], opts[name], X, y, precision, scalers[name])
-            times[name].append(t)
-            return t
-        return run
-
-    medians = interleaved({name: candidate(name) for name in nets}, args.steps)
+    times = interleaved({name: (lambda name=name: labkit_step(nets[name], opts[name], X, y, precision,
+                                                              scalers[name]))
+                         for name in nets}, args.steps)       # after one warm-up step each
+    medians = {name: statistics.median(t) for name, t in times.items()}
     b = len(y)
     dense = medians["dense"]
     for name, t in medians.items():
-        q1, _, q3 = statistics.quantiles(times[name][1:], n=4)   # [0] is the warm-up call
+        q1, _, q3 = statistics.quantiles(times[name], n=4)
         line = f"{name:<22} {b / t:7.0f} img/s  (step {1000 * t:6.1f} ms, IQR {1000 * q1:.1f}-{1000 * q3:.1f} ms)"
         if name != "dense":
             line += f"   {dense / t:.3f}x dense"

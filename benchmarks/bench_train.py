@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import random
 import statistics
 import time
 
@@ -37,12 +35,13 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import prune as torch_prune
 
-os.environ["LABKIT_PROFILE"] = "full"   # the CI profile would shrink labkit's epochs, not the baseline's
-
 from labkit import prune
 from labkit.data import CIFAR10, Split, batches
-from labkit.models import prunable_layers, resnet20
-from labkit.train import TrainConfig, describe, evaluate, pick_device, train
+from labkit.devices import describe, pick_device
+from labkit.latency import interleaved
+from labkit.layers import prunable_layers
+from labkit.models import resnet20
+from labkit.train import TrainConfig, evaluate, train
 
 SETUP = TrainConfig(epochs=1, val_fraction=0)   # the course's SGD; every image timed, none held out
 FP32 = SETUP.replace(precision="fp32", memory_format="contiguous")
@@ -115,22 +114,10 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(candidates: dict, reps: int, seed: int = 0) -> dict:
-    """Median seconds of each candidate over ``reps`` rounds, after one warm-up call each.
-
-    Every round calls each candidate once, in a fresh random order, so that drift in the
-    machine's speed (other processes, heat) falls on all candidates alike.
-    """
-    for fn in candidates.values():
-        fn()
-    rng = random.Random(seed)
-    times = {name: [] for name in candidates}
-    for _ in range(reps):
-        names = list(candidates)
-        rng.shuffle(names)
-        for name in names:
-            times[name].append(candidates[name]())
-    return {name: statistics.median(t) for name, t in times.items()}
+def medians(candidates: dict, rounds: int) -> dict:
+    """Median seconds of each candidate over ``rounds`` rounds of ``labkit.latency.interleaved``
+    (one warm-up call each; every round calls each candidate once, in a fresh random order)."""
+    return {name: statistics.median(t) for name, t in interleaved(candidates, rounds).items()}
 
 
 def train_step(net, optimizer, X, y) -> float:
@@ -181,7 +168,7 @@ def main():
     torch.manual_seed(0)
     base = resnet20().to(device)
     nets = {"plain": copy.deepcopy(base), "labkit": copy.deepcopy(base), "fp32": copy.deepcopy(base)}
-    t = interleaved({
+    t = medians({
         "plain": lambda: plain_train(nets["plain"], data.train, args.batch_size),
         "labkit": lambda: labkit_train(nets["labkit"], data, config),
         "fp32": lambda: labkit_train(nets["fp32"], data, fp32),
@@ -196,7 +183,7 @@ def main():
 
     # 3. Evaluation.
     m = len(data.test)
-    t = interleaved({
+    t = medians({
         "plain": lambda: plain_eval(base, data.test),
         "labkit": lambda: timed(lambda: evaluate(base, data.test)),
     }, args.reps)
@@ -212,7 +199,7 @@ def main():
     nets = {"dense": copy.deepcopy(base), "labkit": masked, "torch": reparam}
     opts = {k: sgd(v) for k, v in nets.items()}
     X, y = data.train.images[:args.batch_size].float() / 255, data.train.labels[:args.batch_size]
-    t = interleaved({k: (lambda k=k: train_step(nets[k], opts[k], X, y)) for k in nets}, args.steps)
+    t = medians({k: (lambda k=k: train_step(nets[k], opts[k], X, y)) for k in nets}, args.steps)
     b = args.batch_size
     print(f"80 % masked  dense {b / t['dense']:8.0f} img/s   labkit masks {b / t['labkit']:8.0f} img/s"
           f" ({t['dense'] / t['labkit']:.3f}x dense)   torch.nn.utils.prune {b / t['torch']:8.0f} img/s"

@@ -14,25 +14,27 @@ Layer 0, leaves (no labkit imports but `checks`):
     huffman        canonical Huffman codes (Lab 4)
 Layer 1:
     download       the data folder, checked downloads (MD5, SHA-256)
-    data           CIFAR-10 as uint8 tensors, the validation split, batches, augmentation
     devices        the device, bf16/fp16 by capability, memory format, autocast
     plots          every figure of the labs
     sparse_linear  Lab 1: sparse optimisation of a linear model (numpy)
 Layer 2:
+    data           CIFAR-10 as uint8 tensors (downloaded once), the validation split, batches, augmentation
     models         ResNet-20 for CIFAR-10, the pretrained checkpoint
-    train          TrainConfig, the one training loop, callbacks, History, evaluate
 Layer 3:
+    train          TrainConfig, the one training loop, callbacks, History, evaluate
+Layer 4:
     prune          Lab 2: the percentile rule, the Mask, sparsity, iterative pruning
     quant          Lab 3: the fixed-point quantizer, the straight-through estimator, QAT
     structured     Lab 4 (c): channel pruning of the residual blocks
     sparse_kernels Lab 4 (b): CSR convolution and linear layers
     costs          parameter and multiply-accumulate counts
     latency        Lab 4 (b): interleaved timing, speed-ups with their spread
-Layer 4:
+Layer 5:
     checkpoints    saving and loading a pruned and/or quantized model (one loader)
     compress       Lab 4 (a): the Deep Compression file format (CSR, codebooks, Huffman)
-    footprint      Lab 4 (a): bytes on disk per compression stage
     report         a run's header, seeds tables, results for the book's results page
+Layer 6:
+    footprint      Lab 4 (a): bytes on disk per compression stage
 
 Naming: a table of one result is its ``.table()`` method (``History.table``, ``Sparsity.table``);
 a table comparing several is the module's ``<what>_table(...)`` function.
@@ -41,8 +43,10 @@ __version__ = "0.1.0"
 
 LAYERS = (
     ("settings", "checks", "tables", "stats", "layers", "progress", "files", "huffman"),
-    ("download", "data", "devices", "plots", "sparse_linear"),
-    ("models", "train"),
+    ("download", "devices", "plots", "sparse_linear"),
+    ("data", "models"),
+    ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
-    ("checkpoints", "compress", "footprint", "report"),
+    ("checkpoints", "compress", "report"),
+    ("footprint",),
 )

@@ -45,10 +45,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import models, quant
+from . import checks, files, models, quant
 from .huffman import Coded
 from .huffman import decode as huffman_decode
 from .huffman import encode as huffman_encode
+from .tables import table
 
 __all__ = ["MAGIC", "VERSION", "PARTS", "LayerSize", "SizeReport", "relative_indices",
            "size_report", "save", "load"]
@@ -133,8 +134,6 @@ class SizeReport:
 
     def table(self) -> str:
         """Text table: one row per module, its parts in bits, a total row and the file size."""
-        from .report import table
-
         rows = [[layer.name or "(input normalisation)", layer.stored_as, layer.weights,
                  layer.entries, layer.fillers] + [layer.bits[p] for p in PARTS] + [layer.total]
                 for layer in self.layers]
@@ -279,12 +278,8 @@ def _modules(net: nn.Module) -> list[tuple[str, int, nn.Module]]:
 
 def _encode(net: nn.Module, index_bits: int, huffman: bool) -> tuple[bytes, SizeReport]:
     """The file's bytes and its report (the layout: module docstring)."""
-    if isinstance(index_bits, bool) or not isinstance(index_bits, int) or not 1 <= index_bits <= 16:
-        raise ValueError(f"index_bits must be an int in 1..16 (bits per relative index; Deep "
-                         f"Compression used 8 for convolutions, 5 for fully connected layers), "
-                         f"got {index_bits!r}")
-    if not isinstance(huffman, bool):
-        raise ValueError(f"huffman must be True or False, got {huffman!r}")
+    index_bits = checks.integer("index_bits", index_bits, minimum=1, maximum=16)
+    huffman = checks.flag("huffman", huffman)
     body, layers = bytearray(), []
     records = _modules(net)
     for name, kind, module in records:
@@ -332,9 +327,18 @@ def size_report(net: nn.Module, *, index_bits: int = 4, huffman: bool = True) ->
 
 
 def save(net: nn.Module, path, *, index_bits: int = 4, huffman: bool = True) -> SizeReport:
-    """Write `net` to `path` in this format; returns its `SizeReport` (file_bytes = file size)."""
+    """Write `net` to `path` in this format; returns its `SizeReport` (file_bytes = file size).
+
+    `net` must be a ResNet-20 (``models.ResNet`` with three blocks per stage, channel-pruned or
+    not): what `load` rebuilds. The bytes are read back (as `load` reads them) before anything is
+    written, so a file that `load` would reject is never written; the file is then written
+    atomically (``labkit.files``): a failed save leaves the previous file as it was."""
+    if not isinstance(net, models.ResNet):
+        raise ValueError(f"compress.save stores a ResNet-20 (labkit.models.ResNet), which load "
+                         f"rebuilds; got {type(net).__name__}")
     blob, report = _encode(net, index_bits, huffman)
-    Path(path).write_bytes(blob)
+    _build(_parse(blob, path), path)       # what load will do: refused here rather than there
+    files.write_bytes(path, blob)
     return report
 
 
@@ -391,13 +395,17 @@ def _get_weight(r: _Reader, code: int, numel: int, index_bits: int) -> np.ndarra
         (levels,) = r.unpack("I")
         codebook = r.array("<f4", levels)
         (width,) = r.unpack("B")
-        if not 1 <= levels <= 1 << width or width > 32:
+        if not (1 <= width <= 32 and levels <= 1 << width):
             r.fail(f"{levels} levels do not fit {width}-bit codes")
     if code == DENSE_CODES:
+        if levels == 0 and numel:
+            r.fail(f"a codebook of 0 levels for a weight of {numel} elements")
         return codebook[_get_stream(r, numel, width, levels)]
     (m,) = r.unpack("I")
     if m > numel:
         r.fail(f"{m} entries for a weight of {numel} elements")
+    if code == SPARSE_CODES and levels == 0 and m:
+        r.fail(f"a codebook of 0 levels for {m} stored entries")   # 0 levels: an all-zero weight
     values = r.array("<f4", m) if code == SPARSE_F32 else codebook[_get_stream(r, m, width, levels)]
     at = np.cumsum(_get_stream(r, m, index_bits, 1 << index_bits) + 1) - 1   # (m,) positions
     if m and at[-1] >= numel:

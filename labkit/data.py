@@ -5,6 +5,7 @@ to the training device, shuffled with ``torch.randperm(device=...)`` and augment
 batched tensor ops: no DataLoader, no worker processes, no torchvision (as in airbench).
 
     data = cifar10()                       # downloads once into data_dir(), then reads it
+    data = shrink(data, settings.profile())  # the CI profile trains on fewer images, visibly
     data = data.to(device)
     for X, y in batches(data.train, 256, shuffle=True, augment=True, generator=g):
         ...                                # X (B, 3, 32, 32) float32 in [0, 1], y (B,) int64
@@ -13,7 +14,9 @@ Normalisation is not done here: the model carries its own mean/std.
 
 Security: the official batch files are Python pickles. They are read with a restricted
 unpickler that resolves only the globals a numpy array needs (see ``_ALLOWED``), so a
-tampered file cannot run code; anything else raises ``pickle.UnpicklingError``.
+tampered file cannot run code; anything else raises ``pickle.UnpicklingError``. A file that
+is truncated or holds something else than a batch raises :class:`DamagedFileError`, naming it;
+``cifar10(download=True)`` then replaces the folder with the official files.
 """
 from __future__ import annotations
 
@@ -31,10 +34,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .download import DownloadError, _data_dir_with_source, fetch, md5 as file_md5, offline_hint, sha256
+from . import settings
+from .checks import fraction as check_fraction, integer
+from .download import DownloadError, check_folder, fetch, md5 as file_md5, offline_hint, sha256
 
-__all__ = ["CIFAR10_URL", "CIFAR10_MD5", "Split", "CIFAR10", "cifar10", "is_reference_subset",
-           "split_validation", "augment", "batches"]
+__all__ = ["CIFAR10_URL", "CIFAR10_MD5", "Split", "CIFAR10", "DamagedFileError", "cifar10", "shrink",
+           "is_reference_subset", "split_validation", "augment", "batches"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -115,7 +120,7 @@ def _numpy_multiarray():
 def _latin1_encode(text, encoding="latin1"):
     """``_codecs.encode`` as Python 3 writes bytes into protocol-2 pickles, latin-1 only."""
     if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
-        raise pickle.UnpicklingError(f"refusing _codecs.encode({type(text).__name__}, "
+        raise _Refused(f"refusing _codecs.encode({type(text).__name__}, "
                                      f"{encoding!r}): only latin-1 text is allowed")
     return text.encode("latin1")
 
@@ -134,6 +139,18 @@ _ALLOWED = {
 }
 
 
+class DamagedFileError(ValueError):
+    """A dataset file is truncated or does not hold what a CIFAR-10 batch holds; ``.path`` names it."""
+
+    def __init__(self, path, message: str):
+        super().__init__(message)
+        self.path = Path(path)
+
+
+class _Refused(pickle.UnpicklingError):
+    """The unpickler refused a global: a tampered file, not a damaged one (never repaired silently)."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler that resolves only the globals in ``_ALLOWED``; anything else is refused."""
 
@@ -142,7 +159,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         except KeyError:
             allowed = ", ".join(f"{m}.{n}" for m, n in _ALLOWED)
-            raise pickle.UnpicklingError(
+            raise _Refused(
                 f"refusing to load global {module}.{name}: CIFAR-10 batch files only need "
                 f"{allowed}; this file is not an official CIFAR-10 batch") from None
 
@@ -155,39 +172,51 @@ def _restricted_load(file) -> object:
     return _RestrictedUnpickler(file, encoding="bytes").load()
 
 
+def _read_pickle(path) -> object:
+    """``_restricted_load(path)``; a truncated or garbled file is a DamagedFileError naming it."""
+    try:
+        return _restricted_load(path)
+    except _Refused:
+        raise
+    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, IndexError, KeyError,
+            AttributeError, MemoryError, UnicodeDecodeError) as e:
+        raise DamagedFileError(path, f"{path}: cannot be read as a CIFAR-10 batch ({type(e).__name__}: "
+                                     f"{e or 'the file ends too early'}); it is truncated or damaged") from e
+
+
 def _as_str_keys(obj, path) -> dict:
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: expected a dict, got {type(obj).__name__}")
+        raise DamagedFileError(path, f"{path}: expected a dict, got {type(obj).__name__}")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
 def _load_batch(path) -> tuple[np.ndarray, np.ndarray]:
     """Read one batch file: ``data`` (N, 3072) uint8 and ``labels`` (N,) int64, validated."""
-    d = _as_str_keys(_restricted_load(path), path)
+    d = _as_str_keys(_read_pickle(path), path)
     missing = [k for k in ("data", "labels") if k not in d]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {missing}; found {sorted(d)}")
+        raise DamagedFileError(path, f"{path}: missing key(s) {missing}; found {sorted(d)}")
     data, labels = d["data"], d["labels"]
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
             and data.shape[1] == 3 * 32 * 32):
         desc = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
                 else type(data).__name__)
-        raise ValueError(f"{path}: 'data' must be a (N, 3072) uint8 array, got {desc}")
+        raise DamagedFileError(path, f"{path}: 'data' must be a (N, 3072) uint8 array, got {desc}")
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(data):
-        raise ValueError(f"{path}: {len(data)} images but labels of shape {labels.shape}")
+        raise DamagedFileError(path, f"{path}: {len(data)} images but labels of shape {labels.shape}")
     if len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0
                         or labels.max() >= NUM_CLASSES):
-        raise ValueError(f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, got "
+        raise DamagedFileError(path, f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, got "
                          f"dtype {labels.dtype}, range {labels.min()}..{labels.max()}")
     return data, labels.astype(np.int64)
 
 
 def _load_classes(path) -> list[str]:
-    d = _as_str_keys(_restricted_load(path), path)
+    d = _as_str_keys(_read_pickle(path), path)
     names = d.get("label_names")
     if not isinstance(names, list) or len(names) != NUM_CLASSES:
-        raise ValueError(f"{path}: expected 'label_names', a list of {NUM_CLASSES} names")
+        raise DamagedFileError(path, f"{path}: expected 'label_names', a list of {NUM_CLASSES} names")
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
 
 
@@ -238,7 +267,7 @@ def _missing(folder: Path) -> list[str]:
     return [n for n in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / FOLDER / n).is_file()]
 
 
-def cifar10(root=None, *, download: bool = True, verbose: bool = True) -> CIFAR10:
+def cifar10(root=None, *, download: bool = True, verbose: bool = True, progress=None) -> CIFAR10:
     """Load CIFAR-10 from ``<root>/cifar-10-batches-py/`` (root resolved by ``data_dir``).
 
     When files are missing: a ``cifar-10-python.tar.gz`` already in root (e.g. copied there by
@@ -246,51 +275,98 @@ def cifar10(root=None, *, download: bool = True, verbose: bool = True) -> CIFAR1
     ``download=True``, the tarball is fetched from ``CIFAR10_URL`` into root, verified,
     extracted, and then deleted (the extracted folder is what is read).
 
+    When a file is there but damaged (truncated, or not a batch): the folder is replaced by the
+    official files, re-extracted from the tarball in root when it is there, else downloaded with
+    ``download=True`` (a line says so); with ``download=False`` and no tarball, a
+    :class:`DamagedFileError` names the file and says how to repair it.
+
     Any number of images per batch file is accepted (the course's offline subset has 1017).
     Returns images (N, 3, 32, 32) uint8 and labels (N,) int64 on the CPU; ``.to(device)`` moves.
+    ``progress``: the download bar's mode (None: ``$LABKIT_PROGRESS``, read once here; False: off).
 
-    Raises FileNotFoundError (missing, ``download=False``), DownloadError / ChecksumError
-    (download failed), ValueError (a file with unexpected contents), pickle.UnpicklingError
+    Raises FileNotFoundError (missing, ``download=False``), NotADirectoryError (root, or
+    ``$LABKIT_DATA``, names a file), DownloadError / ChecksumError (download failed),
+    DamagedFileError (a ValueError: a file with unexpected contents), pickle.UnpicklingError
     (a file that tries to load anything but numpy arrays). Messages name the folder looked
     in, where that folder came from, and how to point at an offline copy.
     """
-    root, source = _data_dir_with_source(root)
+    root, source = settings.data_folder(root)
+    check_folder(root, source)
+    if progress is None or progress is True:
+        progress = settings.progress()
     missing = _missing(root)
     if missing:
         where = (f"CIFAR-10 was looked for in {root.absolute() / FOLDER} (folder from {source}; "
                  f"missing: {', '.join(missing)}).")
-        hint = offline_hint(f"{FOLDER}/ (or {TARBALL})")
-        tarball = root / TARBALL
-        if tarball.is_file() and file_md5(tarball) == CIFAR10_MD5:
-            _safe_extract(tarball, root)                       # a copy placed by hand: keep it
-        elif download:
-            try:
-                fetch(CIFAR10_URL, tarball, md5=CIFAR10_MD5, desc="CIFAR-10")
-            except DownloadError as e:
-                raise type(e)(f"{e}\n{where}") from e
-            try:
-                _safe_extract(tarball, root)
-            finally:
-                tarball.unlink(missing_ok=True)                # we fetched it: the folder suffices
-        else:
+        if not _restore(root, download, progress, where):
+            hint = offline_hint(f"{FOLDER}/ (or {TARBALL})")
             raise FileNotFoundError(f"{where} download=False, so nothing was fetched. "
                                     f"Pass download=True to fetch it from {CIFAR10_URL}. {hint}")
         if _missing(root):  # defensive: extraction reported success but files are absent
-            raise FileNotFoundError(f"{where} Extraction did not produce them. {hint}")
-
-    folder = root / FOLDER
-    data = CIFAR10(train=_load_split(folder, TRAIN_FILES),
-                   test=_load_split(folder, [TEST_FILE]),
-                   classes=_load_classes(folder / META_FILE))
+            raise FileNotFoundError(f"{where} Extraction did not produce them. "
+                                    f"{offline_hint(f'{FOLDER}/ (or {TARBALL})')}")
+    try:
+        data = _read(root / FOLDER)
+    except DamagedFileError as e:
+        where = f"{e} (folder from {source})."
+        if verbose and ((root / TARBALL).is_file() or download):
+            print(f"CIFAR-10: {e.path.name} is damaged; replacing {FOLDER}/ with the official files")
+        if not _restore(root, download, progress, where):
+            raise DamagedFileError(e.path, f"{where} Pass download=True to replace {FOLDER}/ with the official "
+                                           f"files (downloaded from {CIFAR10_URL}), or put {TARBALL} in the "
+                                           f"folder, or copy a good {e.path.name} over it.") from e
+        data = _read(root / FOLDER)     # damaged again: the error names the file
     if verbose:  # where the folder came from, not the machine's path (notebook outputs are published)
         print(f"CIFAR-10: {len(data.train)} train / {len(data.test)} test images (folder from {source})")
     return data
 
 
+def _read(folder: Path) -> CIFAR10:
+    return CIFAR10(train=_load_split(folder, TRAIN_FILES), test=_load_split(folder, [TEST_FILE]),
+                   classes=_load_classes(folder / META_FILE))
+
+
+def _restore(root: Path, download: bool, progress, where: str) -> bool:
+    """Put the official files into ``root/FOLDER``: from a good tarball in root (kept), else,
+    with ``download``, from a fetched one (deleted after extraction). False: nothing to do it with."""
+    tarball = root / TARBALL
+    if tarball.is_file() and file_md5(tarball) == CIFAR10_MD5:
+        _safe_extract(tarball, root)                       # a copy placed by hand: keep it
+        return True
+    if not download:
+        return False
+    try:
+        fetch(CIFAR10_URL, tarball, md5=CIFAR10_MD5, desc="CIFAR-10", progress=progress)
+    except DownloadError as e:
+        raise type(e)(f"{e}\n{where}") from e
+    try:
+        _safe_extract(tarball, root)
+    finally:
+        tarball.unlink(missing_ok=True)                    # we fetched it: the folder suffices
+    return True
+
+
+def shrink(data: CIFAR10, profile: settings.Profile) -> CIFAR10:
+    """``data`` as ``profile`` (a :class:`labkit.settings.Profile`) trains on it: unchanged in the
+    full profile; in CI only the first ``profile.train_samples`` training images. The test split is
+    never shrunk, so evaluation-only results are the same in both profiles::
+
+        cifar = data.shrink(data.cifar10(), settings.profile())
+    """
+    if not isinstance(data, CIFAR10):
+        raise ValueError(f"shrink needs a labkit.data.CIFAR10 (from data.cifar10()), got {type(data).__name__}")
+    if not isinstance(profile, settings.Profile):
+        raise ValueError(f"shrink needs a labkit.settings.Profile (settings.profile()), got {profile!r}")
+    n = profile.train_samples
+    if n is None or n >= len(data.train):
+        return data
+    return CIFAR10(data.train[:n], data.test, list(data.classes))
+
+
 def is_reference_subset(root=None) -> bool:
     """True when ``data_dir(root)`` holds the course's offline subset, the data of the stored
     notebook outputs (their checked cells compare equal only on it); False for other data or none."""
-    path = _data_dir_with_source(root)[0] / FOLDER / TEST_FILE
+    path = settings.data_folder(root)[0] / FOLDER / TEST_FILE
     return path.is_file() and sha256(path) == REFERENCE_SUBSET_TEST_SHA256
 
 
@@ -303,8 +379,7 @@ def split_validation(split: Split, fraction: float, *, seed: int = 0) -> tuple[S
     ``(split, empty)``. The draw happens on the CPU, so the same seed holds out the same images on
     every device.
     """
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1) (e.g. 0.1 holds out 10 %), got {fraction!r}")
+    check_fraction("fraction", fraction, closed=False, hint=" (e.g. 0.1 holds out 10 %)")
     if fraction == 0:
         return split, split[:0]
     labels = split.labels.cpu()
@@ -394,8 +469,7 @@ def batches(split: Split, batch_size: int, *, shuffle: bool = False, augment: bo
     """
     if not isinstance(split, Split):
         raise TypeError(f"batches() needs a Split (e.g. data.train), got {type(split).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    integer("batch_size", batch_size, minimum=1)
     _check_generator(generator, split.device)
     return _iterate(split, batch_size, shuffle, augment, generator, drop_last)
 

@@ -3,14 +3,15 @@
 ``data_dir(root)`` says which folder holds the datasets and checkpoints:
 
 1. ``root`` when given (an argument of ``cifar10(root=...)``, ``resnet20(root=...)``);
-2. else the environment variable ``LABKIT_DATA``;
+2. else ``$LABKIT_DATA`` (read by :func:`labkit.settings.data_folder`);
 3. else the per-user cache ``$XDG_CACHE_HOME/labkit`` (``~/.cache/labkit`` when unset).
 
 ``fetch(url, dest, md5=..., sha256_prefix=...)`` downloads with a progress bar into a
-temporary file beside ``dest``, checks the hash while streaming, and moves the file onto
-``dest`` with ``os.replace`` only when everything went right. On any failure (no network,
-HTTP error, connection dropped, short transfer, wrong hash, Ctrl-C) the temporary file is
-removed and ``dest`` is left as it was, so a half-written file is never mistaken for data.
+temporary file beside ``dest`` (:func:`labkit.files.atomic_write`), checks the hash while
+streaming, and moves the file onto ``dest`` with ``os.replace`` only when everything went right.
+On any failure (no network, HTTP error, connection dropped, short transfer, wrong hash, Ctrl-C)
+the temporary file is removed and ``dest`` is left as it was, so a half-written file is never
+mistaken for data.
 
 Errors raised by ``fetch``:
 
@@ -24,17 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from . import settings
+from .files import atomic_write
+from .progress import bar
 
-__all__ = ["DownloadError", "ChecksumError", "data_dir", "fetch", "md5", "sha256"]
+__all__ = ["DownloadError", "ChecksumError", "data_dir", "check_folder", "fetch", "md5", "sha256"]
 
-ENV_VAR = "LABKIT_DATA"
 CHUNK = 1 << 20   # bytes per read: large enough for speed, small enough for a lively bar
 TIMEOUT = 30.0    # seconds urlopen waits for the server (per blocking operation, not in total)
 
@@ -49,31 +49,28 @@ class ChecksumError(DownloadError):
 
 # --------------------------------------------------------------------------- where data lives
 
-def _data_dir_with_source(root=None) -> tuple[Path, str]:
-    """``(folder, where the folder came from)``; the second item is for error messages."""
-    if root is not None:
-        return Path(root).expanduser(), "the root= argument"
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return Path(env).expanduser(), f"${ENV_VAR}"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "labkit", "the default cache $XDG_CACHE_HOME/labkit"
-    return Path("~/.cache").expanduser() / "labkit", "the default cache ~/.cache/labkit"
-
-
 def data_dir(root=None) -> Path:
     """The folder that holds labkit's datasets and checkpoints (not created here).
 
     Precedence: explicit ``root`` > ``$LABKIT_DATA`` > ``$XDG_CACHE_HOME/labkit`` >
     ``~/.cache/labkit``. A leading ``~`` is expanded; an empty ``LABKIT_DATA`` counts as unset.
     """
-    return _data_dir_with_source(root)[0]
+    return settings.data_folder(root)[0]
+
+
+def check_folder(folder: Path, source: str) -> Path:
+    """``folder`` unless something other than a folder is there (e.g. ``LABKIT_DATA`` naming a
+    file): then a NotADirectoryError that says where the name came from and what to do."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"the data folder {folder} (from {source}) is a file, not a folder: point "
+                                 f"LABKIT_DATA (or root=) at a folder, or move the file away")
+    return folder
 
 
 def offline_hint(name: str) -> str:
     """The sentence every 'not found / cannot download' error ends with."""
-    return (f"To work offline, set {ENV_VAR}=/path/to/folder holding {name} "
+    return (f"To work offline, set LABKIT_DATA=/path/to/folder holding {name} "
             f"or pass root=/path/to/folder.")
 
 
@@ -109,7 +106,7 @@ def _check_hex(value: str | None, what: str) -> str | None:
 # --------------------------------------------------------------------------- download
 
 def fetch(url: str, dest, *, md5: str | None = None, sha256_prefix: str | None = None,
-          desc: str | None = None, timeout: float = TIMEOUT, progress: bool = True) -> Path:
+          desc: str | None = None, timeout: float = TIMEOUT, progress: str | bool = "auto") -> Path:
     """Download ``url`` to ``dest`` atomically and return ``Path(dest)``.
 
     Contract:
@@ -122,7 +119,8 @@ def fetch(url: str, dest, *, md5: str | None = None, sha256_prefix: str | None =
       * on any failure the temporary file is deleted and an existing ``dest`` is untouched.
 
     The folder of ``dest`` is created if needed. ``timeout`` (seconds) bounds each blocking
-    network operation; ``progress=False`` hides the tqdm bar (``desc`` labels it).
+    network operation; ``progress`` is the bar's mode (``'auto'``, ``'text'``, ``'off'``, see
+    :func:`labkit.progress.bar`; False: ``'off'``), ``desc`` labels it.
 
     Raises ``DownloadError`` (network / HTTP / short transfer), ``ChecksumError`` (hash
     mismatch, a subclass of DownloadError); ``KeyboardInterrupt`` passes through after cleanup.
@@ -131,45 +129,45 @@ def fetch(url: str, dest, *, md5: str | None = None, sha256_prefix: str | None =
     want_md5 = _check_hex(md5, "md5")
     want_sha = _check_hex(sha256_prefix, "sha256_prefix")
     hint = offline_hint(dest.name)
+    check_folder(dest.parent, "the destination")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    mode = "off" if progress is False else "auto" if progress is True else progress
 
     hashers = {"md5": hashlib.md5(usedforsecurity=False)} if want_md5 else {}
     if want_sha:
         hashers["sha256"] = hashlib.sha256()
 
-    tmp = tempfile.NamedTemporaryFile(dir=dest.parent, delete=False,
-                                      prefix="." + dest.name + ".", suffix=".part")
-    try:
-        with tmp:
-            request = urllib.request.Request(url, headers={"User-Agent": "labkit"})
-            try:
-                with urllib.request.urlopen(request, timeout=timeout) as response:
-                    length = response.headers.get("Content-Length")
-                    total = int(length) if length and length.isdigit() else None
-                    received = 0
-                    with tqdm(total=total, desc=desc or dest.name, unit="B", unit_scale=True,
-                              unit_divisor=1024, disable=not progress) as bar:
-                        while chunk := response.read(CHUNK):
-                            tmp.write(chunk)
-                            for h in hashers.values():
-                                h.update(chunk)
-                            received += len(chunk)
-                            bar.update(len(chunk))
-            except urllib.error.HTTPError as e:
-                e.close()
-                raise DownloadError(f"Could not download {url}: HTTP {e.code} {e.reason}. "
-                                    f"{hint}") from e
-            except urllib.error.URLError as e:
-                raise DownloadError(f"Could not download {url}: {e.reason} (no network?). "
-                                    f"{hint}") from e
-            except (OSError, http.client.HTTPException) as e:
-                # connection reset / timeout mid-transfer, IncompleteRead on chunked bodies
-                raise DownloadError(f"Download of {url} was interrupted: "
-                                    f"{type(e).__name__}: {e}. {hint}") from e
-            if total is not None and received != total:
-                # http.client returns b'' when the server closes early: count bytes ourselves
-                raise DownloadError(f"Download of {url} was interrupted: got {received} of "
-                                    f"{total} bytes (connection closed early). {hint}")
+    # atomic_write: the bytes go to .<name>.XXXX.part beside dest and replace dest only if the
+    # block completes; any failure (Ctrl-C included) removes the .part file and leaves dest as it was
+    with atomic_write(dest) as tmp:
+        request = urllib.request.Request(url, headers={"User-Agent": "labkit"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                received = 0
+                with bar(total, desc or dest.name, mode=mode, unit="B", scale=True) as shown:
+                    while chunk := response.read(CHUNK):
+                        tmp.write(chunk)
+                        for h in hashers.values():
+                            h.update(chunk)
+                        received += len(chunk)
+                        shown.update(len(chunk))
+        except urllib.error.HTTPError as e:
+            e.close()
+            raise DownloadError(f"Could not download {url}: HTTP {e.code} {e.reason}. "
+                                f"{hint}") from e
+        except urllib.error.URLError as e:
+            raise DownloadError(f"Could not download {url}: {e.reason} (no network?). "
+                                f"{hint}") from e
+        except (OSError, http.client.HTTPException) as e:
+            # connection reset / timeout mid-transfer, IncompleteRead on chunked bodies
+            raise DownloadError(f"Download of {url} was interrupted: "
+                                f"{type(e).__name__}: {e}. {hint}") from e
+        if total is not None and received != total:
+            # http.client returns b'' when the server closes early: count bytes ourselves
+            raise DownloadError(f"Download of {url} was interrupted: got {received} of "
+                                f"{total} bytes (connection closed early). {hint}")
 
         for name, want in (("md5", want_md5), ("sha256", want_sha)):
             if want is None:
@@ -180,13 +178,4 @@ def fetch(url: str, dest, *, md5: str | None = None, sha256_prefix: str | None =
                 raise ChecksumError(
                     f"Checksum mismatch for {url}: expected {what} {want}, got {got}. "
                     f"The file was corrupted or changed on the server; it was not saved. {hint}")
-
-        os.replace(tmp.name, dest)
-    except BaseException:
-        # any failure, Ctrl-C included: leave no partial file behind
-        try:
-            os.unlink(tmp.name)
-        except FileNotFoundError:
-            pass
-        raise
     return dest

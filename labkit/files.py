@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -44,9 +45,23 @@ def write_bytes(path, data: bytes) -> Path:
 
 
 def save_torch(obj, path) -> Path:
-    """``torch.save(obj, path)``, atomically; returns the path."""
+    """``torch.save(obj, path)``, atomically; returns the path.
+
+    The bytes are exactly those of ``torch.save(obj, path)``, which names the archive inside the
+    file after the file (so its size depends on the name): it is written under the same name in a
+    temporary folder beside ``path``, flushed to disk, then renamed over ``path``."""
     import torch
 
-    with atomic_write(path) as f:
-        torch.save(obj, f)
-    return Path(path)
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; name a file to write")
+    folder = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = Path(folder) / path.name
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return path

@@ -22,12 +22,15 @@ add up to its file's size.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import compress, structured
+from . import compress, files
+from .layers import parametrizations, remove
+from .tables import table
 
 __all__ = ["STAGES", "torch_save_parts", "stages", "totals", "stage_table", "plot_stages"]
 
@@ -36,12 +39,11 @@ _PART_ORDER = ("float", "masks", "codes", "indices", "codebooks", "tables", "bat
 
 
 def torch_save_parts(net: nn.Module, path) -> dict[str, int]:
-    """Write ``torch.save(net.state_dict(), path)`` and split the file's size into parts (bytes):
-    float (weights, pruned entries included, biases, the input normalisation), masks, batchnorm
-    and header (the container: the rest of the file)."""
-    path = Path(path)
+    """Write ``torch.save(net.state_dict(), path)`` (atomically, ``labkit.files``) and split the
+    file's size into parts (bytes): float (weights, pruned entries included, biases, the input
+    normalisation), masks, batchnorm and header (the container: the rest of the file)."""
     state = net.state_dict()
-    torch.save(state, path)
+    path = files.save_torch(state, path)
     modules = dict(net.named_modules())
     parts = dict.fromkeys(("float", "masks", "batchnorm", "header"), 0)
     for key, value in state.items():
@@ -60,14 +62,14 @@ def torch_save_parts(net: nn.Module, path) -> dict[str, int]:
 
 
 def _baked(net: nn.Module) -> nn.Module:
-    """A plain ResNet (no masks, no quantizers) holding `net`'s effective weights as float32.
-
-    Not ``remove_parametrizations`` on a deep copy: the copy shares the injected
-    ``Parametrized*`` classes with `net`, and removing the last parametrization deletes the
-    class's ``weight`` property, which breaks `net` itself. Channel pruning that keeps every
-    channel builds exactly that plain copy.
-    """
-    return structured.prune_channels(net, 1.0)
+    """A deep copy of `net` without masks or quantizers, holding its effective weights (float32
+    values: what the CSR stage stores). `net` is not changed (``labkit.layers``: copies are
+    independent)."""
+    plain = copy.deepcopy(net)
+    for module in plain.modules():
+        if parametrizations(module):
+            remove(module, bake=True)
+    return plain
 
 
 def _report_parts(report: compress.SizeReport) -> dict[str, float]:
@@ -95,8 +97,6 @@ def totals(stage_parts: dict[str, dict[str, float]]) -> dict[str, float]:
 def stage_table(models: dict[str, dict], *, reference: float) -> str:
     """Text table, one row per model ({label: stages(...)}): bytes at every stage and the ratio
     reference / bytes of the last stage (reference: e.g. the dense model's torch.save bytes)."""
-    from .report import table
-
     rows = []
     for label, st in models.items():
         t = totals(st)

@@ -14,6 +14,10 @@ Ties between equal weights are broken by the symbol of the subtree's first leaf 
 as the reference package `dahuffman` does, so the lengths are reproducible. A lone symbol gets one
 bit (a code word cannot be empty); symbols that do not occur get length 0 (no code word).
 
+Symbols are non-negative integers: fractions, NaN and negative values are refused, not rounded.
+An alphabet has at most `MAX_ALPHABET` symbols (its code table takes a byte per symbol, and the
+counting memory in proportion): renumber sparse large symbols 0, 1, 2, ... first.
+
 Canonical codes: only the lengths are stored (the "code table", one byte per symbol of the
 alphabet). Code words are then assigned in order of (length, symbol), each the previous one
 plus 1, shifted left when the length grows, so the decoder rebuilds them from the lengths.
@@ -26,9 +30,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-MAX_LENGTH = 56  # code words are decoded through 64-bit windows; far above what 2^32 symbols need
+from .checks import integer
 
-__all__ = ["Coded", "code_lengths", "canonical_codes", "encode", "decode"]
+MAX_LENGTH = 56  # code words are decoded through 64-bit windows; far above what 2^32 symbols need
+MAX_ALPHABET = 1 << 20  # symbols of an alphabet: its code table takes a byte each (labkit's use 2^16 at most)
+
+__all__ = ["MAX_ALPHABET", "Coded", "code_lengths", "canonical_codes", "encode", "decode"]
 
 
 @dataclass(frozen=True)
@@ -98,10 +105,18 @@ def canonical_codes(lengths) -> np.ndarray:
 
 
 def encode(symbols, alphabet: int | None = None) -> Coded:
-    """Huffman-code a 1-D array of integer symbols in [0, alphabet) (default: max + 1)."""
-    x = np.asarray(symbols).reshape(-1).astype(np.int64)
-    alphabet = int(x.max(initial=-1)) + 1 if alphabet is None else int(alphabet)
-    if x.size and (x.min() < 0 or x.max() >= alphabet):
+    """Huffman-code a 1-D array of integer symbols in [0, alphabet) (default: max + 1).
+
+    Symbols are non-negative integers: an integer array, or floats that are whole numbers
+    (``[1.7, 2.2]``, NaN and negative values are refused, not rounded). The alphabet has at most
+    `MAX_ALPHABET` symbols: the code table holds a length for every symbol of the alphabet, and
+    counting them takes memory in proportion to it, whether a symbol occurs or not.
+    """
+    x = _symbols(symbols)
+    if alphabet is None:
+        alphabet = int(x.max(initial=-1)) + 1
+    alphabet = integer("alphabet", alphabet, minimum=0, maximum=MAX_ALPHABET)
+    if x.size and x.max() >= alphabet:
         raise ValueError(f"symbols must lie in [0, alphabet = {alphabet}), got values in "
                          f"[{x.min()}, {x.max()}]")
     lengths = code_lengths(np.bincount(x, minlength=alphabet))
@@ -114,6 +129,25 @@ def encode(symbols, alphabet: int | None = None) -> Coded:
     stream = bits[shifts >= 0].astype(np.uint8)                     # (nbits,) row-major order
     return Coded(lengths=lengths, data=np.packbits(stream).tobytes(), nbits=int(stream.size),
                  n=int(x.size))
+
+
+def _symbols(symbols) -> np.ndarray:
+    """The symbols (n,) int64, checked: non-negative whole numbers below MAX_ALPHABET."""
+    x = np.asarray(symbols).reshape(-1)
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x) | (x != np.trunc(x))
+        if bad.any():
+            raise ValueError(f"symbols must be integers, got {x[bad][0].item()!r} among the {x.dtype} "
+                             f"values: round or cast them to integers first")
+    elif x.dtype.kind not in "iu" and x.size:
+        raise ValueError(f"symbols must be integers, got an array of dtype {x.dtype}")
+    if x.size and x.min() < 0:
+        raise ValueError(f"symbols must be non-negative integers, got {x.min().item()!r}")
+    if x.size and x.max() >= MAX_ALPHABET:
+        raise ValueError(f"symbol {x.max().item()!r} is beyond the largest alphabet this coder takes, "
+                         f"MAX_ALPHABET = {MAX_ALPHABET} symbols (its code table has a byte per "
+                         f"symbol); map the symbols to 0, 1, 2, ... first (np.unique(x, return_inverse=True))")
+    return x.astype(np.int64)
 
 
 def decode(coded: Coded) -> np.ndarray:

@@ -4,18 +4,27 @@ weights (``torch.nn.utils.parametrize``). A generic mechanism: it imports none o
 A pruned and/or quantized layer's ``weight`` is computed from its stored Parameter ``original``
 by a list of parametrizations: the pruning mask first (``labkit.prune.Mask``), then a quantizer
 (``labkit.quant.Quantize``). This module finds layers, the stored weight and a parametrization of a
-given class; `prune` and `quant` decide what the parametrizations do.
+given class, and adds and removes them (`add`, `remove`): `prune` and `quant` decide what the
+parametrizations do.
+
+Copies are independent. ``torch.nn.utils.parametrize`` gives a parametrized layer a class made for
+it (``ParametrizedConv2d``, holding the ``weight`` property), and ``copy.deepcopy`` would share
+that class between the copies, so removing the last parametrization of one copy (which deletes the
+property from the class) would break the other. A layer parametrized by `add` is deep-copied with
+a class of its own, and `remove` first gives the layer a class of its own in any case.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["prunable_layers", "select", "original", "parametrizations", "find", "evaluating"]
+__all__ = ["prunable_layers", "select", "original", "parametrizations", "find", "add", "remove",
+           "evaluating"]
 
 
 def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -70,6 +79,57 @@ def parametrizations(module: nn.Module) -> list[nn.Module]:
 def find(module: nn.Module, kind: type) -> nn.Module | None:
     """The first parametrization of class ``kind`` on the layer's weight, or None."""
     return next((p for p in parametrizations(module) if isinstance(p, kind)), None)
+
+
+def add(module: nn.Module, parametrization: nn.Module, *, first: bool = False) -> None:
+    """Add ``parametrization`` to the layer's weight: last in its list (it sees the output of the
+    ones before it), or ``first``. The stored Parameter stays the same object."""
+    if first and parametrize.is_parametrized(module, "weight"):
+        module.parametrizations.weight.insert(0, parametrization)
+    else:
+        parametrize.register_parametrization(module, "weight", parametrization)
+    cls = type(module)
+    if "__deepcopy__" in cls.__dict__:       # parametrize's own: it keeps the class shared
+        cls.__deepcopy__ = _deepcopy_with_own_class
+
+
+def remove(module: nn.Module, parametrization: nn.Module | None = None, *, bake: bool = False) -> None:
+    """Remove ``parametrization`` from the layer's weight, or every one of them (None).
+
+    The last one removed, the weight is a plain Parameter again, the same object as before: with
+    ``bake`` it holds the effective weight (the parametrizations applied), without it the stored
+    weight `original`. ``bake`` with one parametrization among others is refused (the others
+    would then apply to a baked weight). Other copies of the layer are not affected."""
+    plist = parametrizations(module)
+    if parametrization is not None and not any(p is parametrization for p in plist):
+        raise ValueError(f"{type(parametrization).__name__} is not a parametrization of this layer's weight")
+    if parametrization is None or len(plist) == 1:
+        _own_class(module)
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=bake)
+    elif bake:
+        raise ValueError("remove(..., bake=True) bakes every parametrization of the weight; pass "
+                         "parametrization=None")
+    else:
+        del module.parametrizations.weight[[i for i, p in enumerate(plist) if p is parametrization][0]]
+
+
+def _fresh_class(cls: type) -> type:
+    """A copy of a class injected by parametrize (same base, same properties), for one module."""
+    body = {k: v for k, v in cls.__dict__.items() if k not in ("__dict__", "__weakref__")}
+    return type(cls.__name__, cls.__bases__, body)
+
+
+def _own_class(module: nn.Module) -> None:
+    if parametrize.is_parametrized(module):
+        module.__class__ = _fresh_class(type(module))
+
+
+def _deepcopy_with_own_class(self, memo):
+    """``copy.deepcopy`` of a parametrized layer: the copy gets a class of its own."""
+    replica = object.__new__(_fresh_class(type(self)))
+    memo[id(self)] = replica
+    replica.__dict__ = copy.deepcopy(self.__dict__, memo)
+    return replica
 
 
 @contextlib.contextmanager

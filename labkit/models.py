@@ -8,15 +8,17 @@ Shortcuts are "option A": parameter-free, so the only weights are the 19 convolu
 the final Linear, 268 336 prunable weights in all.
 
 Module names read well in a sparsity table: conv1, bn1, stage1.0.conv1, stage1.0.bn1, ...,
-stage3.2.conv2, fc. `prunable_layers(net)` lists the Conv2d and Linear modules in model order.
+stage3.2.conv2, fc. ``labkit.layers.prunable_layers(net)`` lists the Conv2d and Linear modules in
+model order.
 
 The model carries its input normalisation (buffers `mean`, `std`): forward takes float images
 in [0, 1].
 
-Loading: `resnet20(pretrained=True)` finds or downloads the file, `load_checkpoint(net, path)`
-checks its SHA-256 and reads it, `load_weights(net, state)` checks that the keys fit and copies
-them, `convert_state_dict(state)` renames the published keys (module.layerN.i.* -> stageN.i.*,
-linear -> fc).
+Loading, one step a function: `resnet20(pretrained=True)` builds the model and loads the file
+found or downloaded by `checkpoint_path(root)`; `load_checkpoint(net, path)` checks its SHA-256
+and reads it, `load_weights(net, state)` checks that the keys fit and copies them,
+`convert_state_dict(state)` renames the published keys (module.layerN.i.* -> stageN.i.*,
+linear -> fc). A pruned and/or quantized model is saved and loaded by ``labkit.checkpoints``.
 """
 import re
 from pathlib import Path
@@ -24,9 +26,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import parametrize
 
-from . import download
+from . import download, settings
+from .layers import parametrizations
 
 CHECKPOINT_URL = ("https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/"
                   "pretrained_models/resnet20-12fca82f.th")
@@ -142,11 +144,6 @@ class ResNet(nn.Module):
         return self.fc(x)                    # (B, num_classes)
 
 
-def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Every nn.Conv2d and nn.Linear of `net` as (name, module), in model order."""
-    return [(name, m) for name, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-
-
 def convert_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
     """Published `pytorch_resnet_cifar10` keys -> labkit names.
 
@@ -180,15 +177,15 @@ def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
     mismatch is reported together, and then nothing is loaded.
 
     `net` must not be pruned or quantized yet (its weights parametrized): load first, then prune or
-    quantize, as ``resnet20(pretrained=True, bits=b)`` does; a state dict saved from a pruned or
-    quantized model loads with ``labkit.prune.load_pruned``.
+    quantize; a state dict saved from a pruned or quantized model loads with
+    ``labkit.checkpoints.load``.
     """
-    parametrized = [name for name, m in net.named_modules() if parametrize.is_parametrized(m)]
+    parametrized = [name for name, m in net.named_modules() if parametrizations(m)]
     if parametrized:
         raise ValueError(f"load_weights: layers {parametrized} are already pruned or quantized "
                          f"(parametrized); load the weights into a fresh model first, then prune or "
-                         f"quantize it (resnet20(pretrained=True, bits=b)), or use "
-                         f"labkit.prune.load_pruned for a state dict saved from such a model")
+                         f"quantize it, or use labkit.checkpoints.load for a state dict saved from "
+                         f"such a model")
     raw = _unwrap(checkpoint)
     origin = {_convert_key(k): k for k in raw}  # labkit name -> name in the checkpoint
     state = convert_state_dict(raw)
@@ -212,14 +209,18 @@ def load_weights(net: ResNet, checkpoint: dict) -> ResNet:
 def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> ResNet:
     """Verify a checkpoint file's SHA-256, then load it into `net` with `load_weights`.
 
-    sha256_prefix defaults to the hex after the last '-' in the file name (torch.hub's convention,
-    e.g. resnet20-12fca82f.th -> '12fca82f'); with neither, the file is not verified.
-    The file is read with torch.load(weights_only=True, map_location='cpu').
+    sha256_prefix: hex digits the SHA-256 must start with (8 to 64); None (default) takes the hex
+    after the last '-' in the file name (torch.hub's convention, e.g. resnet20-12fca82f.th ->
+    '12fca82f'); a file name without one is not verified. An empty or non-hex prefix is refused:
+    it would check nothing. The file is read with torch.load(weights_only=True, map_location='cpu').
     """
     path = Path(path)
     if sha256_prefix is None:
         m = re.search(r"-([0-9a-f]{8,64})\.[^.]*$", path.name)
         sha256_prefix = m.group(1) if m else None
+    elif not (isinstance(sha256_prefix, str) and re.fullmatch(r"[0-9a-fA-F]{8,64}", sha256_prefix)):
+        raise ValueError(f"sha256_prefix must be 8 to 64 hex digits (or None: from the file name), got "
+                         f"{sha256_prefix!r}; a shorter prefix would verify (almost) nothing")
     if sha256_prefix is not None:
         sha256_prefix = sha256_prefix.lower()
         actual = download.sha256(path)
@@ -231,42 +232,43 @@ def load_checkpoint(net: ResNet, path, *, sha256_prefix: str | None = None) -> R
     return load_weights(net, checkpoint)
 
 
-def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None,
-             download: bool = True, bits: int | None = None) -> ResNet:
-    """ResNet-20 (3 blocks per stage, 0.27M parameters) in train mode, on the CPU.
+def checkpoint_path(root=None, *, download: bool = True) -> Path:
+    """The pretrained checkpoint's file in the data folder (``settings.data_folder(root)``); when
+    it is absent, ``download=True`` fetches it from CHECKPOINT_URL (SHA-256 checked) and
+    ``download=False`` raises FileNotFoundError saying where it looked."""
+    from . import download as dl  # the module; the name `download` is the argument here
 
-    bits: quantize the 18 convolutions of the residual stages to this many bits (asymmetric,
-    mask-aware: ``labkit.quant.set_bits(net, bits)``), after the pretrained weights are loaded;
-    None (default): float.
+    folder, source = settings.data_folder(root)
+    path = dl.check_folder(folder, source) / CHECKPOINT_FILE
+    if path.is_file():
+        return path
+    if not download:
+        raise FileNotFoundError(
+            f"The ResNet-20 checkpoint was looked for at {path.absolute()} (folder from "
+            f"{source}); download=False, so nothing was fetched. Pass download=True to "
+            f"fetch it from {CHECKPOINT_URL}. {dl.offline_hint(CHECKPOINT_FILE)}")
+    try:
+        dl.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX, desc="ResNet-20 checkpoint")
+    except dl.DownloadError as e:
+        raise type(e)(f"{e}\nThe checkpoint was looked for at {path.absolute()} "
+                      f"(folder from {source}).") from e
+    return path
+
+
+def resnet20(*, pretrained: bool = False, num_classes: int = 10, root=None,
+             download: bool = True) -> ResNet:
+    """ResNet-20 (3 blocks per stage, 0.27M parameters) in train mode, on the CPU.
 
     pretrained=True loads resnet20-12fca82f.th (91.78 % on the CIFAR-10 test set) from
     `labkit.download.data_dir(root)`; when it is absent, ``download=True`` fetches it there from
     CHECKPOINT_URL, and ``download=False`` raises FileNotFoundError (as ``labkit.data.cifar10``).
+    To quantize it: ``labkit.quant.quantized(resnet20(pretrained=True), bits)``.
     """
-    from . import download as dl  # the module; the name `download` is the argument here
-
     net = ResNet((3, 3, 3), num_classes=num_classes)
     if pretrained:
         if num_classes != 10:
             raise ValueError(f"the pretrained checkpoint has 10 classes, got "
                              f"num_classes={num_classes}; use pretrained=False for another number")
-        folder, source = dl._data_dir_with_source(root)
-        path = folder / CHECKPOINT_FILE
-        if not path.is_file():
-            if not download:
-                raise FileNotFoundError(
-                    f"The ResNet-20 checkpoint was looked for at {path.absolute()} (folder from "
-                    f"{source}); download=False, so nothing was fetched. Pass download=True to "
-                    f"fetch it from {CHECKPOINT_URL}. {dl.offline_hint(CHECKPOINT_FILE)}")
-            try:
-                dl.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX,
-                         desc="ResNet-20 checkpoint")
-            except dl.DownloadError as e:
-                raise type(e)(f"{e}\nThe checkpoint was looked for at {path.absolute()} "
-                              f"(folder from {source}).") from e
-        load_checkpoint(net, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX)
-    if bits is not None:
-        from .quant import set_bits  # here: labkit.quant imports this module
-
-        set_bits(net, bits)
+        load_checkpoint(net, checkpoint_path(root, download=download),
+                        sha256_prefix=CHECKPOINT_SHA256_PREFIX)
     return net

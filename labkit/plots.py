@@ -28,6 +28,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from .checks import integer, one_of
+from .stats import pm
+
 __all__ = ["plot_runs", "plot_overlay", "plot_sparsity", "plot_accuracy_vs_sparsity", "plot_histories",
            "plot_quantized_weights", "plot_accuracy_vs_bits"]
 
@@ -41,8 +44,7 @@ def _trajectory(run, steps):
         raise ValueError("a run must be (losses, weights) with shapes (T,) and (T, d); got "
                          f"{losses.shape} and {weights.shape}")
     if steps is not None:
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise ValueError(f"steps must be an integer >= 1 or None (all steps); got {steps!r}")
+        integer("steps (None: all steps)", steps, minimum=1)
         losses, weights = losses[:steps], weights[:steps]
     return np.arange(1, len(losses) + 1), losses, weights
 
@@ -253,7 +255,7 @@ def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax
                is what is starred, never recomputed here.
     metric:    the record key drawn: "test_acc" (default), "val_acc" or "train_acc".
     band:      for several seeds: "range" shades min..max over the seeds at each epoch, "std"
-               mean +- the sample standard deviation (n - 1, as ``labkit.report.mean_std``).
+               mean +- the sample standard deviation (n - 1, as ``labkit.stats.mean_std``).
     dense:     an accuracy (fraction) drawn as a dashed line, e.g. the unpruned model's.
 
     One run: its curve, with filled markers at the epochs eligible for selection
@@ -263,14 +265,10 @@ def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax
     own selected epoch and value. The legend gives each run's test accuracy at its selected
     epoch (mean +- std over seeds) and explains the markers.
     """
-    from .report import pm
-
     if not isinstance(histories, dict) or not histories:
         raise ValueError("histories must be a non-empty dict {label: History or [History, ...] (seeds)}")
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {list(METRICS)}, got {metric!r}")
-    if band not in BANDS:
-        raise ValueError(f"band must be one of {list(BANDS)}, got {band!r}")
+    one_of("metric", metric, METRICS)
+    one_of("band", band, BANDS)
     runs = {label: _seeds(label, h) for label, h in histories.items()}
     fig, ax = _figure(ax, (9, 4))
     handles = []

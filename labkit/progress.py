@@ -9,13 +9,16 @@ __all__ = ["MODES", "bar"]
 MODES = ("auto", "text", "off")
 
 
-def bar(total: int, desc: str, *, mode: str = "auto", unit: str = "it", enabled: bool = True):
-    """A tqdm bar of ``total`` steps. ``mode``: ``auto`` (a widget in a notebook, text elsewhere),
-    ``text`` or ``off``; ``enabled=False`` (a caller's ``progress=False``) is the same as ``off``.
-    Bars go to stderr, never into a checked cell's output."""
+def bar(total: int | None, desc: str, *, mode: str = "auto", unit: str = "it", enabled: bool = True,
+        scale: bool = False):
+    """A tqdm bar of ``total`` steps (None: unknown). ``mode``: ``auto`` (a widget in a notebook,
+    text elsewhere), ``text`` or ``off``; ``enabled=False`` (a caller's ``progress=False``) is the
+    same as ``off``. ``scale``: counts shown with binary prefixes (bytes: ``1.5MB``, not
+    ``1572864B``). Bars go to stderr, never into a checked cell's output."""
     one_of("progress mode", mode, MODES)
     if mode == "auto" and enabled:
         from tqdm.auto import tqdm
     else:
         from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not enabled or mode == "off")
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, disable=not enabled or mode == "off",
+                unit_scale=scale, unit_divisor=1024 if scale else 1000)

@@ -26,28 +26,25 @@ kept first in the layer's list, so they see the masked float weight ``original *
 which weights to prune is always decided on that masked float weight, never on a quantized one.
 
 Masks are in ``net.state_dict()`` (keys ``<layer>.parametrizations.weight.0.mask``, beside
-``<layer>.parametrizations.weight.original``); `load_pruned` re-creates them on a fresh model.
+``<layer>.parametrizations.weight.original``); ``labkit.checkpoints.load`` re-creates them (and
+the quantizers) on a fresh model.
 """
 from __future__ import annotations
 
 import math
-import numbers
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from numbers import Real
-from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from .models import prunable_layers
+from . import checks
+from .layers import add, find, original, remove, select
+from .tables import table
 from .train import Callback
 
 __all__ = [
     "Mask", "magnitude_threshold", "prune_by_percentage", "global_prune_by_percentage",
-    "masks", "make_permanent", "load_pruned", "Sparsity", "sparsity", "sparsity_table",
+    "set_mask", "masks", "make_permanent", "Sparsity", "sparsity", "sparsity_table",
     "RecordSparsity", "IterativePruning",
 ]
 
@@ -73,10 +70,8 @@ class Mask(nn.Module):
 # --- the threshold rule --------------------------------------------------------------------------
 
 def _check_q(q) -> float:
-    if isinstance(q, bool) or not isinstance(q, Real) or math.isnan(q) or not 0.0 <= q <= 1.0:
-        raise ValueError(f"q must be a fraction in [0, 1] (e.g. 0.8 prunes 80 % of the weights), "
-                         f"got {q!r}; for a percentage p pass q = p / 100")
-    return float(q)
+    return checks.fraction("q", q, hint="; for a percentage p pass q = p / 100 (0.8 prunes 80 % of "
+                                        "the weights)")
 
 
 def _work_dtype(device: torch.device) -> torch.dtype:
@@ -111,48 +106,14 @@ def magnitude_threshold(values: torch.Tensor, q: float) -> torch.Tensor:
 
 def _mask_of(module: nn.Module) -> Mask | None:
     """The layer's Mask parametrization, or None."""
-    if not parametrize.is_parametrized(module, "weight"):
-        return None
-    for p in module.parametrizations.weight:
-        if isinstance(p, Mask):
-            return p
-    return None
-
-
-def _original(module: nn.Module) -> torch.Tensor:
-    """The stored weight Parameter (the same object before and after pruning)."""
-    if parametrize.is_parametrized(module, "weight"):
-        return module.parametrizations.weight.original
-    return module.weight
+    return find(module, Mask)
 
 
 def _float_weight(module: nn.Module) -> torch.Tensor:
     """original * mask: what pruning ranks; other parametrizations (a quantizer) are left out."""
-    W = _original(module).detach()
+    W = original(module).detach()
     m = _mask_of(module)
     return W if m is None else W * m.mask
-
-
-def _layers(net: nn.Module, layers=None) -> list[tuple[str, nn.Module]]:
-    """(name, module) pairs to prune: `layers` (pairs or names of net's modules) or prunable_layers."""
-    if layers is None:
-        pairs = prunable_layers(net)
-    else:
-        modules = dict(net.named_modules())
-        pairs = []
-        for item in layers:
-            if isinstance(item, str):
-                if item not in modules:
-                    raise ValueError(f"layer {item!r} is not a module of the model; "
-                                     f"prunable layers: {[n for n, _ in prunable_layers(net)]}")
-                item = (item, modules[item])
-            pairs.append(tuple(item))
-    if not pairs:
-        raise ValueError("the model has no prunable layer (no nn.Conv2d or nn.Linear): nothing to prune")
-    for name, module in pairs:
-        if not isinstance(getattr(module, "weight", None), torch.Tensor):
-            raise ValueError(f"layer {name!r} ({type(module).__name__}) has no weight tensor to prune")
-    return pairs
 
 
 def _check_finite(pairs, weights) -> None:
@@ -174,29 +135,38 @@ def _apply(module: nn.Module, keep: torch.Tensor, hold: bool, optimizer) -> torc
     Returns the layer's kept mask (bool, True = kept). An existing mask is never loosened:
     keep is and-ed with it, and it is tightened even with hold=False.
     """
-    original = _original(module)
+    stored = original(module)
     existing = _mask_of(module)
     with torch.no_grad():
         if existing is not None:
             keep = keep & existing.mask
-        original.masked_fill_(~keep, 0.0)
-        if existing is not None:
-            existing.mask.copy_(keep)
-        elif hold:
-            _add_mask(module, keep)
+        stored.masked_fill_(~keep, 0.0)
+        if existing is not None or hold:
+            set_mask(module, keep)
         if optimizer is not None:
-            _clear_state(optimizer, original, keep)
+            _clear_state(optimizer, stored, keep)
     return keep
 
 
-def _add_mask(module: nn.Module, keep: torch.Tensor) -> None:
+def set_mask(module: nn.Module, keep: torch.Tensor) -> Mask:
+    """Give the layer the mask ``keep`` (bool of the weight's shape, True = kept): its `Mask` is
+    overwritten, or a new one is put first among the weight's parametrizations, so that another
+    one (a quantizer) sees original * mask and the mask's state-dict key is always
+    ``<layer>.parametrizations.weight.0.mask``. The stored weight is not changed (pruning zeroes
+    it; a checkpoint being loaded brings its own). Returns the Mask."""
+    W = original(module)
+    if not isinstance(keep, torch.Tensor) or tuple(keep.shape) != tuple(W.shape):
+        got = tuple(keep.shape) if isinstance(keep, torch.Tensor) else type(keep).__name__
+        raise ValueError(f"a mask must have the weight's shape {tuple(W.shape)}, got {got}")
+    keep = keep.to(device=W.device, dtype=torch.bool)
+    existing = _mask_of(module)
+    with torch.no_grad():
+        if existing is not None:
+            existing.mask.copy_(keep)
+            return existing
     mask = Mask(keep.clone())
-    if parametrize.is_parametrized(module, "weight"):
-        # Another parametrization (a quantizer) is already there: put the mask first, so that the
-        # quantizer sees original * mask and the mask's state_dict key is always '...weight.0.mask'.
-        module.parametrizations.weight.insert(0, mask)
-    else:
-        parametrize.register_parametrization(module, "weight", mask)
+    add(module, mask, first=True)
+    return mask
 
 
 def _clear_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: torch.Tensor) -> None:
@@ -215,6 +185,7 @@ def prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimize
                         layers=None) -> dict[str, torch.Tensor]:
     """Per-layer magnitude pruning: in each prunable layer, prune every weight with
     |w| <= the q-quantile of that layer's |w| (see the module docstring for the formula).
+    The name is the assignment's; ``q`` is a fraction (0.8 prunes 80 %), not a percentage.
 
     Args:
         q: fraction in [0, 1]. q = 0 prunes the weights equal to the layer's smallest |w|;
@@ -223,15 +194,16 @@ def prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimize
         hold: True: a `Mask` parametrization holds the pruned weights at zero from now on.
               False: zero them in place only; training may regrow them.
         optimizer: if given, its per-element state (momentum, ...) is zeroed at pruned positions.
-        layers: the layers to prune, as names or (name, module) pairs; default
-                ``labkit.models.prunable_layers(net)`` (every Conv2d and Linear, model order).
+        layers: the layers to prune, as names or (name, module) pairs (one name alone: that
+                layer); default ``labkit.layers.prunable_layers(net)`` (every Conv2d and Linear,
+                model order).
 
     Returns {layer name: bool mask (True = kept)} of what was applied, in model order.
     Raises ValueError, before changing anything, for q outside [0, 1] or NaN, NaN weights,
     or a model without a prunable layer.
     """
     q = _check_q(q)
-    pairs = _layers(net, layers)
+    pairs = select(net, layers, what="prune")
     weights = [_float_weight(m) for _, m in pairs]
     _check_finite(pairs, weights)
     applied = {}
@@ -251,7 +223,7 @@ def global_prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, o
     compared with the others' end up sparser than q, layers with large weights denser.
     """
     q = _check_q(q)
-    pairs = _layers(net, layers)
+    pairs = select(net, layers, what="prune")
     weights = [_float_weight(m) for _, m in pairs]
     _check_finite(pairs, weights)
     device = weights[0].device
@@ -270,59 +242,15 @@ def masks(net: nn.Module) -> dict[str, torch.Tensor]:
 
 def make_permanent(net: nn.Module) -> nn.Module:
     """Bake the masks in: every masked layer's weight becomes a plain Parameter again, holding
-    zeros at pruned positions (``remove_parametrizations(..., leave_parametrized=True)``).
+    zeros at pruned positions (``labkit.layers.remove(module, bake=True)``).
 
     The Parameter object is the same one the layer had (an optimizer keeps working), but nothing
     holds the zeros any more. Any other parametrization of that weight (a quantizer) is baked in
-    too. Returns ``net``.
+    too. A deep copy of ``net`` is not affected. Returns ``net``.
     """
     for _, module in list(net.named_modules()):
         if _mask_of(module) is not None:
-            parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
-    return net
-
-
-_MASK_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.0\.mask$")
-
-
-def load_pruned(net: nn.Module, state_dict) -> nn.Module:
-    """Load a state dict saved from a pruned model (``torch.save(net.state_dict(), path)``) into
-    ``net``, e.g. a fresh ``resnet20()``: first give every layer that has a mask in the state dict
-    a `Mask`, then ``net.load_state_dict(state_dict)`` (strict). Quantizers saved with the model
-    (Lab 3, ``labkit.quant``) are re-created first, so a pruned and quantized model loads too.
-
-    ``state_dict`` is a mapping or a path (read with ``torch.load(..., weights_only=True)`` onto
-    the model's device). Returns ``net``.
-    """
-    if isinstance(state_dict, (str, Path)):
-        device = next(iter(net.parameters()), torch.empty(0)).device
-        state_dict = torch.load(state_dict, map_location=device, weights_only=True)
-    if not isinstance(state_dict, Mapping):
-        raise ValueError(f"load_pruned expects a state dict or a path to one, got {type(state_dict).__name__}")
-    from .quant import load_quantizers  # here: labkit.quant imports this module
-
-    load_quantizers(net, state_dict)    # before the masks, which _add_mask then puts first
-    modules = dict(net.named_modules())
-    for key, value in state_dict.items():
-        match = _MASK_KEY.match(key)
-        if match is None:
-            continue
-        name = match.group("name") or ""
-        module = modules.get(name)
-        if module is None or not isinstance(getattr(module, "weight", None), torch.Tensor):
-            raise ValueError(f"the state dict has a mask for layer {name!r}, which this model lacks "
-                             f"(or which has no weight): was it saved from another architecture?")
-        if tuple(value.shape) != tuple(module.weight.shape):
-            raise ValueError(f"mask {key} has shape {tuple(value.shape)} but the layer's weight has "
-                             f"{tuple(module.weight.shape)}: was it saved from another architecture?")
-        existing = _mask_of(module)
-        keep = value.to(device=_original(module).device, dtype=torch.bool)
-        with torch.no_grad():
-            if existing is not None:
-                existing.mask.copy_(keep)
-            else:
-                _add_mask(module, keep)
-    net.load_state_dict(state_dict)
+            remove(module, bake=True)
     return net
 
 
@@ -357,7 +285,7 @@ class Sparsity:
 def sparsity(net: nn.Module, *, layers=None) -> Sparsity:
     """Zeros of the effective weight (``module.weight``: what forward uses, after the mask and any
     other parametrization) in every prunable layer. One host sync for all layers."""
-    pairs = _layers(net, layers)
+    pairs = select(net, layers, what="measure the sparsity of")
     with torch.no_grad():
         device = pairs[0][1].weight.device
         counts = torch.stack([(m.weight == 0).sum().to(device) for _, m in pairs]).tolist()
@@ -370,8 +298,6 @@ def sparsity_table(results) -> str:
 
     results: one `Sparsity`, or {label: Sparsity} to compare models side by side (same layers).
     """
-    from .report import table
-
     if isinstance(results, Sparsity):
         results = {"sparsity": results}
     if not results:
@@ -432,11 +358,8 @@ class IterativePruning(RecordSparsity):
 
     def __init__(self, target: float = 0.8, steps: int = 10, scope: str = "layer", layers=None):
         self.target = _check_q(target)
-        if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1 (the number of pruning epochs), got {steps!r}")
-        if scope not in ("layer", "global"):
-            raise ValueError(f"scope must be 'layer' (one threshold per layer) or 'global' "
-                             f"(one threshold for all layers), got {scope!r}")
+        steps = checks.integer("steps", steps, minimum=1)
+        checks.one_of("scope", scope, ("layer", "global"))
         super().__init__(layers=layers, require_masks=False)  # the masks come with the last step
         self.steps, self.scope = steps, scope
         self._start = None

@@ -44,24 +44,36 @@ it is the same for weights zeroed without a mask (iterative pruning before its l
 weight that is exactly 0.0 in float stays 0 too, which changes nothing. ``mask_aware=False`` is
 the naive quantizer, for the notebook to show what it does to a sparse model.
 
+A quantized model without changing the one you have: ``quant.quantized(net, 4)`` is a quantized
+deep copy, and ``with quant.bits(net, 4): ...`` quantizes ``net`` for the block only, its previous
+quantizers (or none) restored afterwards.
+
+Precision. The grid (scale, offset, levels) is computed in float32 (float64 for a float64 tensor),
+whatever the weight's dtype: bfloat16 and float16 cannot count to 2^b - 1 exactly for b > 8 (11),
+so a grid computed in them picks wrong levels. The quantized tensor comes back in the weight's dtype.
+`quantize` and `encode` refuse an empty tensor and NaN or infinite entries (a single inf would make
+the whole grid NaN).
+
 Bits, scheme and mask-awareness are saved in ``net.state_dict()`` (the quantizer's extra state,
-key ``<layer>.parametrizations.weight.<i>._extra_state``); ``labkit.prune.load_pruned`` re-creates
+key ``<layer>.parametrizations.weight.<i>._extra_state``); ``labkit.checkpoints.load`` re-creates
 the quantizers (and masks) on a fresh model.
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import numbers
-import re
 
 import torch
 from torch import nn
-from torch.nn.utils import parametrize
 
-from .models import prunable_layers
+from . import checks
+from .layers import add, find, prunable_layers, remove, select
+from .tables import table
 
 __all__ = [
     "MAX_BITS", "encode", "quantize", "QuantizeSTE", "Quantize", "quantizable_layers", "set_bits",
-    "quantizer_of", "bits_of", "load_quantizers", "codes", "summary",
+    "quantized", "bits", "quantizer_of", "bits_of", "codes", "bits_table",
 ]
 
 MAX_BITS = 16
@@ -76,12 +88,6 @@ def _check_bits(bits, symmetric: bool = False) -> int | None:
         raise ValueError("bits=1 with symmetric=True leaves a single level, 0 (2^b - 1 levels "
                          "symmetric around zero); use bits >= 2, or symmetric=False for two levels")
     return int(bits)
-
-
-def _check_flag(name: str, value) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-    return value
 
 
 def _check_mask(w: torch.Tensor, mask) -> torch.Tensor | None:
@@ -101,7 +107,8 @@ def encode(w: torch.Tensor, bits: int, *, symmetric: bool = False, mask: torch.T
            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes and codebook of w quantized to ``bits`` bits (formulas: module docstring).
 
-    Returns ``(codes, codebook)``: codes int64 of w's shape, codebook of w's dtype, on w's device.
+    Returns ``(codes, codebook)``: codes int64 of w's shape, codebook float32 (float64 for a
+    float64 w: the grid's precision, see the module docstring), on w's device.
     Asymmetric: codebook[k] = alpha (k / n) + beta, k = 0..n = 2^b - 1, codes = round(w_s n).
     Symmetric: codebook[j] = s (j - m), j = 0..2m (2^b - 1 levels), codes = round(w / s) + m, so
     the level 0 has code m. ``bits=0``: codebook [0.], every code 0.
@@ -109,14 +116,34 @@ def encode(w: torch.Tensor, bits: int, *, symmetric: bool = False, mask: torch.T
     With ``mask`` (bool, True = kept) the scale comes from the kept entries only; elsewhere the
     quantized value is 0 (see `quantize`) and the code is 0 (asymmetric: meaningless) or m (the
     symmetric level 0). With no kept entry at all, every quantized value is 0.
-    No host sync: nothing here depends on a value read back from the device.
+    Raises ValueError for an empty w or one with NaN or infinite entries (one host sync).
     """
-    bits = _check_bits(bits, symmetric)
+    bits = _check_bits(bits, checks.flag("symmetric", symmetric))
     if bits is None:
         raise ValueError("encode: bits=None means no quantization, hence no codes; pass an int in "
                          f"0..{MAX_BITS}")
-    mask = _check_mask(w, mask)
-    w = w.detach()
+    _check_values(w, "encode")
+    return _encode(w, bits, symmetric, _check_mask(w, mask))
+
+
+def _check_values(w, what: str) -> None:
+    if not isinstance(w, torch.Tensor) or not w.is_floating_point():
+        got = f"a {w.dtype} tensor" if isinstance(w, torch.Tensor) else type(w).__name__
+        raise ValueError(f"{what}: w must be a floating-point tensor, got {got}")
+    if w.numel() == 0:
+        raise ValueError(f"{what}: w is empty (shape {tuple(w.shape)}): there is no range to quantize")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError(f"{what}: w has NaN or infinite entries, which leave the quantization grid "
+                         f"undefined; check the run that produced them (learning rate, loss)")
+
+
+def _grid_dtype(w: torch.Tensor) -> torch.dtype:
+    return torch.float64 if w.dtype == torch.float64 else torch.float32
+
+
+def _encode(w: torch.Tensor, bits: int, symmetric: bool, mask: torch.Tensor | None):
+    """`encode` without the checks (the forward pass: no host sync)."""
+    w = w.detach().to(_grid_dtype(w))
     if bits == 0:
         return torch.zeros(w.shape, dtype=torch.int64, device=w.device), w.new_zeros(1)
     if symmetric:
@@ -153,8 +180,8 @@ class QuantizeSTE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, bits, symmetric, mask):
-        codes, codebook = encode(w, bits, symmetric=symmetric, mask=mask)
-        w_q = torch.take(codebook, codes)                          # (w.shape): the look-up
+        codes, codebook = _encode(w, bits, symmetric, mask)
+        w_q = torch.take(codebook, codes).to(w.dtype)             # (w.shape): the look-up
         return w_q if mask is None else w_q.masked_fill_(~mask, 0.0)
 
     @staticmethod
@@ -171,12 +198,15 @@ def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False,
     With ``mask`` (bool, True = kept): min/max (max|w|) over the kept entries, the others exactly 0.
     Backward: the gradient with respect to w is the upstream gradient.
     ``bits=None`` returns w itself; ``bits=0`` zeros; a constant w (alpha = 0) comes back unchanged.
-    Raises ValueError for bits outside None, 0..16, for symmetric with bits=1, or a bad mask.
+    The grid is computed in float32 (see the module docstring); the result has w's dtype.
+    Raises ValueError for bits outside None, 0..16, for symmetric with bits=1, a bad mask, or an
+    empty w or one with NaN or infinite entries.
     """
-    bits = _check_bits(bits, _check_flag("symmetric", symmetric))
+    bits = _check_bits(bits, checks.flag("symmetric", symmetric))
     mask = _check_mask(w, mask)
     if bits is None:
         return w
+    _check_values(w, "quantize")
     return QuantizeSTE.apply(w, bits, symmetric, mask)
 
 
@@ -196,8 +226,8 @@ class Quantize(nn.Module):
 
     def configure(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True) -> None:
         """Set the three attributes, checked (ValueError naming a bad one) before any is changed."""
-        symmetric = _check_flag("symmetric", symmetric)
-        mask_aware = _check_flag("mask_aware", mask_aware)
+        symmetric = checks.flag("symmetric", symmetric)
+        mask_aware = checks.flag("mask_aware", mask_aware)
         bits = _check_bits(bits, symmetric)
         if bits is None:
             raise ValueError("Quantize needs bits in 0..16; to remove quantization use set_bits(net, None)")
@@ -229,21 +259,17 @@ def quantizable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _resolve(net: nn.Module, layers) -> list[tuple[str, nn.Module]]:
-    from .prune import _layers   # the same names-or-pairs resolution as pruning
-
     if layers is None:
         layers = quantizable_layers(net)
         if not layers:
             raise ValueError("the model has no residual-stage convolution (Conv2d named 'stage...'); "
                              "name the layers to quantize with layers=[...]")
-    return _layers(net, layers)
+    return select(net, layers, what="quantize")
 
 
 def quantizer_of(module: nn.Module) -> Quantize | None:
     """The layer's `Quantize` parametrization (attributes bits, symmetric, mask_aware), or None."""
-    if not parametrize.is_parametrized(module, "weight"):
-        return None
-    return next((p for p in module.parametrizations.weight if isinstance(p, Quantize)), None)
+    return find(module, Quantize)
 
 
 def bits_of(module: nn.Module) -> int | None:
@@ -256,59 +282,59 @@ def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_
              layers=None) -> nn.Module:
     """Quantize the weights of ``layers`` to ``bits`` bits from now on; returns ``net``.
 
-    layers: names or (name, module) pairs; default `quantizable_layers` (ResNet-20's 18 residual
-    convolutions). A layer without a quantizer gets a `Quantize` parametrization, after its pruning
+    layers: names or (name, module) pairs (one name alone: that layer); default
+    `quantizable_layers` (ResNet-20's 18 residual convolutions). A layer without a quantizer gets a `Quantize` parametrization, after its pruning
     mask if it has one; a layer that has one is reconfigured in place (bits, scheme, mask-awareness),
     so bits can change on an existing (pruned) model without rebuilding it. ``bits=None`` removes
     the quantizer and leaves everything else (the mask) as it was: the float model again.
     The layer's Parameter is never replaced: an optimizer built before keeps updating it.
     Raises ValueError, before changing anything, for bad bits, flags or layer names.
     """
-    symmetric, mask_aware = _check_flag("symmetric", symmetric), _check_flag("mask_aware", mask_aware)
+    symmetric, mask_aware = checks.flag("symmetric", symmetric), checks.flag("mask_aware", mask_aware)
     bits = _check_bits(bits, symmetric)
     for _, module in _resolve(net, layers):
         q = quantizer_of(module)
         if bits is None:
             if q is not None:
-                _remove(module, q)
+                remove(module, q)          # the mask, if any, stays
         elif q is not None:
             q.configure(bits, symmetric=symmetric, mask_aware=mask_aware)
         else:
-            # Appended: after a Mask when there is one (register_parametrization stacks in order).
-            parametrize.register_parametrization(
-                module, "weight", Quantize(bits, symmetric=symmetric, mask_aware=mask_aware))
+            add(module, Quantize(bits, symmetric=symmetric, mask_aware=mask_aware))  # after a Mask
     return net
 
 
-def _remove(module: nn.Module, q: Quantize) -> None:
-    plist = module.parametrizations.weight
-    if len(plist) == 1:
-        # The only parametrization: the weight becomes the original Parameter again (same object).
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-    else:
-        del plist[[i for i, p in enumerate(plist) if p is q][0]]   # the mask stays
+def quantized(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
+              layers=None) -> nn.Module:
+    """A deep copy of ``net`` quantized with ``set_bits(copy, bits, ...)`` (same arguments);
+    ``net`` is not changed. The copy is independent: changing one never changes the other."""
+    symmetric, mask_aware = checks.flag("symmetric", symmetric), checks.flag("mask_aware", mask_aware)
+    _check_bits(bits, symmetric)           # bad arguments are refused before copying
+    names = [name for name, _ in _resolve(net, layers)]   # the copy's layers of the same names
+    return set_bits(copy.deepcopy(net), bits, symmetric=symmetric, mask_aware=mask_aware, layers=names)
 
 
-_QUANT_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.\d+\._extra_state$")
-
-
-def load_quantizers(net: nn.Module, state_dict) -> nn.Module:
-    """Give every layer that has a quantizer in ``state_dict`` (a `Quantize`'s extra state, key
-    ``<layer>.parametrizations.weight.<i>._extra_state``) that quantizer, with its bits, scheme and
-    mask-awareness; the weights are not loaded. ``labkit.prune.load_pruned`` calls it before it adds
-    the masks and loads the state dict. Returns ``net``."""
-    modules = dict(net.named_modules())
-    for key, value in state_dict.items():
-        match = _QUANT_KEY.match(key)
-        if match is None or not (isinstance(value, dict) and "bits" in value):
-            continue
-        name = match.group("name") or ""
-        if name not in modules:
-            raise ValueError(f"the state dict has a quantizer for layer {name!r}, which this model "
-                             f"lacks: was it saved from another architecture?")
-        set_bits(net, value["bits"], symmetric=value["symmetric"], mask_aware=value["mask_aware"],
-                 layers=[name])
-    return net
+@contextlib.contextmanager
+def bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
+         layers=None):
+    """``with quant.bits(net, 4): ...``: ``net`` quantized as ``set_bits(net, bits, ...)`` inside
+    the block; afterwards (also when the block raises) each of those layers has its previous
+    quantizer settings again, or no quantizer if it had none. Yields ``net``."""
+    pairs = _resolve(net, layers)
+    before = [(module, quantizer_of(module)) for _, module in pairs]
+    before = [(module, None if q is None else q.get_extra_state()) for module, q in before]
+    set_bits(net, bits, symmetric=symmetric, mask_aware=mask_aware, layers=pairs)
+    try:
+        yield net
+    finally:
+        for module, state in before:
+            q = quantizer_of(module)
+            if state is None and q is not None:
+                remove(module, q)
+            elif state is not None and q is not None:
+                q.set_extra_state(state)
+            elif state is not None:
+                add(module, Quantize(**state))
 
 
 def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -336,12 +362,10 @@ def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         return encode(W, q.bits, symmetric=q.symmetric, mask=q.kept(W))
 
 
-def summary(net: nn.Module) -> str:
+def bits_table(net: nn.Module) -> str:
     """Text table, one row per prunable layer: weights, bits ('float' if none), scheme, how many
     distinct levels its non-zero weights use (of the codebook's), and sparsity. One host sync per
     quantized layer."""
-    from .report import table
-
     rows = []
     for name, module in prunable_layers(net):
         q = quantizer_of(module)

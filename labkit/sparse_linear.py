@@ -20,15 +20,16 @@ The derivations are in the book chapter ``book/lab1_theory.md``.
 """
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
+
+from . import checks
+from .tables import table
 
 __all__ = [
     "X", "Y", "W_STAR", "METHODS", "PENALISED",
     "loss", "gradient", "soft_threshold", "project_top_k", "optimize",
     "steps_to_reach", "support_from", "sign_flips", "objective", "objective_increases",
-    "summary", "summary_table",
+    "facts", "runs_table",
 ]
 
 # The lab's data: one row per point x_i (3, 5), targets y_i (3,).
@@ -43,7 +44,7 @@ _LAB_DATA = (X, Y)  # the defaults of `optimize`, whose X, y arguments shadow th
 METHODS = ("gd", "projected", "l1", "proximal", "trimmed_l1")
 PENALISED = ("l1", "proximal", "trimmed_l1")  # the methods that take `lam`
 
-# Losses below this are round-off: `summary` prints them as "< 1e-20" rather than a value
+# Losses below this are round-off: `facts` prints them as "< 1e-20" rather than a value
 # whose digits change from machine to machine.
 ROUNDOFF = 1e-20
 
@@ -65,8 +66,7 @@ def soft_threshold(v, t):
     It is the proximal operator of t ||.||_1: S_t(v) = argmin_x 0.5 ||x - v||^2 + t ||x||_1.
     Elements with |v| <= t become exactly 0; the others move towards 0 by t.
     """
-    if isinstance(t, bool) or not isinstance(t, numbers.Real) or not np.isfinite(t) or t < 0:
-        raise ValueError(f"soft_threshold: t must be a finite number >= 0, got {t!r}")
+    checks.number("soft_threshold: t", t, minimum=0)
     v = np.asarray(v, dtype=float)
     return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
 
@@ -86,22 +86,17 @@ def project_top_k(v, k):
 
 def _check(method, lam, steps, lr, k, X, y):
     """Validate the arguments of `optimize`; return (X, y) as float arrays."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(map(repr, METHODS))}; got {method!r}")
+    checks.one_of("method", method, METHODS)
     if method in PENALISED:
         if lam is None:
             raise ValueError(f"lam is required for method {method!r}: pass a number >= 0, "
                              "e.g. lam=0.2")
-        if not isinstance(lam, numbers.Real) or isinstance(lam, bool) or not np.isfinite(lam) \
-                or lam < 0:
-            raise ValueError(f"lam must be a finite number >= 0 for method {method!r}; got {lam!r}")
+        checks.number(f"lam (method {method!r})", lam, minimum=0)
     elif lam is not None:
         raise ValueError(f"lam is not used by method {method!r} (no penalty): leave lam=None, "
                          f"or pick one of {', '.join(map(repr, PENALISED))}")
-    if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1; got {steps!r}")
-    if not isinstance(lr, numbers.Real) or isinstance(lr, bool) or not np.isfinite(lr) or lr <= 0:
-        raise ValueError(f"lr must be a finite number > 0; got {lr!r}")
+    checks.integer("steps", steps, minimum=1)
+    checks.number("lr", lr, positive=True)
     if (X is None) != (y is None):
         raise ValueError("X and y go together: pass both (X of shape (n, d), y of shape (n,)) "
                          "or neither (the lab's data)")
@@ -117,9 +112,7 @@ def _check(method, lam, steps, lr, k, X, y):
     if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
         raise ValueError("X and y must hold finite numbers (no nan or inf)")
     d = X.shape[1]
-    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 1 <= k <= d:
-        raise ValueError(f"k must be an integer in 1..{d} (the number of elements of W); "
-                         f"got {k!r}")
+    checks.integer("k (at most d, the number of elements of W)", k, minimum=1, maximum=d)
     return X, y
 
 
@@ -216,7 +209,7 @@ def _small(x, floor, fmt):
     return f"< {floor:.0e}" if x < floor else format(x, fmt)
 
 
-def summary(losses, weights, *, target=W_STAR, decimals=4, atol=1e-6):
+def facts(losses, weights, *, target=W_STAR, decimals=4, atol=1e-6):
     """Machine-stable, rounded facts about one run, for printing in the notebook.
 
     Keys:
@@ -240,15 +233,13 @@ def summary(losses, weights, *, target=W_STAR, decimals=4, atol=1e-6):
     }
 
 
-def summary_table(runs, **kwargs):
-    """A text table of `summary` for every run; runs: dict label -> (losses, weights).
-    Keyword arguments go to `summary`. 'never' stands for None."""
-    from .report import table
-
+def runs_table(runs, **kwargs):
+    """A text table comparing runs, one row of `facts` per run; runs: dict label -> (losses,
+    weights). Keyword arguments go to `facts`. 'never' stands for None."""
     decimals = kwargs.get("decimals", 4)
     rows = []
     for label, (losses, weights) in runs.items():
-        s = summary(losses, weights, **kwargs)
+        s = facts(losses, weights, **kwargs)
         s["W"] = "[" + ", ".join(f"{v:{decimals + 3}.{decimals}f}" for v in s["W"]) + "]"
         rows.append([str(label)] + ["never" if v is None else str(v) for v in s.values()])
     return table(rows, ["run"] + list(s))

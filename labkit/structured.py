@@ -28,12 +28,11 @@ state-dict keys, so it trains, saves and loads like any ResNet.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import nn
 
+from . import checks
+from .layers import parametrizations
 from .models import BasicBlock, ResNet
 
 __all__ = ["blocks", "block_convs", "channel_norms", "kept_channels", "inner_widths", "prune_channels",
@@ -41,10 +40,9 @@ __all__ = ["blocks", "block_convs", "channel_norms", "kept_channels", "inner_wid
 
 
 def _check_keep(keep) -> float:
-    if isinstance(keep, bool) or not isinstance(keep, numbers.Real) or math.isnan(keep) \
-            or not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep must be the fraction of inner channels to keep, in (0, 1] "
-                         f"(e.g. 0.5 keeps half of them), got {keep!r}")
+    hint = "; it is the fraction of inner channels to keep, > 0 (e.g. 0.5 keeps half of them)"
+    if checks.fraction("keep", keep, hint=hint) == 0:
+        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}{hint}")
     return float(keep)
 
 
@@ -101,7 +99,7 @@ def zero_channels(net: ResNet, keep: float) -> ResNet:
     kept = kept_channels(net, keep)
     with torch.no_grad():
         for name, b in blocks(net):
-            if not isinstance(b.conv2.weight, nn.Parameter):
+            if parametrizations(b.conv2):
                 raise ValueError(f"{name}.conv2 carries a parametrization (a mask or quantizer); "
                                  f"zero_channels writes its weight: bake it first "
                                  f"(labkit.prune.make_permanent)")

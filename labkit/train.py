@@ -16,30 +16,40 @@ accuracy of that epoch is what a run reports (:attr:`History.best_acc`). The cou
 the best *test* accuracy over the epochs, is :attr:`History.peak_test_acc`: it is optimistic,
 because picking the maximum of noisy test accuracies uses the test set to choose.
 
-The device is the model's: move the model with ``net.to(pick_device())`` and the loop moves the
-data there. Nothing inside a step waits for the device: the loss and the count of correct
+The device is the model's: move the model with ``net.to(devices.pick_device())`` and the loop
+moves the data there. Nothing inside a step waits for the device: the loss and the count of correct
 predictions accumulate on the device and ``.item()`` is called once per epoch.
+
+Nothing lost: settings must be finite (``lr=inf`` is refused); a loss that turns non-finite stops
+the run with :class:`TrainingDiverged` (epoch and step named, the weights of the epoch's start put
+back); Ctrl-C raises :class:`TrainingInterrupted` with the History of the finished epochs and the
+model at the end of the last of them; ``checkpoint=`` writes what ``resume=True`` continues from;
+:class:`SaveBest` and the checkpoint are written atomically.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import itertools
 import math
-import numbers
-import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import checks, settings
 from .data import CIFAR10, Split, batches, split_validation
+from .devices import MEMORY_FORMATS, PRECISIONS, autocast, model_device, resolve_memory_format, resolve_precision
+from .files import save_torch
+from .layers import evaluating
+from .progress import MODES as PROGRESS_MODES, bar
+from .tables import table
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-PROGRESS_MODES = ("auto", "text", "off")
+__all__ = ["TrainConfig", "Callback", "SaveBest", "History", "TrainingDiverged", "TrainingInterrupted",
+           "train", "evaluate"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +57,8 @@ class TrainConfig:
     """How a model is trained: the course's fine-tuning setup by default.
 
     Override fields in a notebook's parameters cell, ``TrainConfig(epochs=10)``, or per run,
-    ``train(net, data, config, seed=1)``.
+    ``train(net, data, config, seed=1)``. Every number must be finite: ``lr=float('inf')`` or a
+    NaN weight decay would overwrite the weights with NaN, so they are refused here.
     """
     epochs: int = 20              # passes over the training images (the course fine-tunes for 20)
     lr: float = 0.002             # SGD learning rate: small, we start from a trained model
@@ -62,29 +73,17 @@ class TrainConfig:
     val_seed: int = 0             # which images are held out: fixed, so that seeds differ only in training
 
     def __post_init__(self):
-        def integer(name, low):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-
-        integer("epochs", 0)
-        integer("batch_size", 1)
-        integer("seed", 0)
-        integer("val_seed", 0)
-        for name, low in (("lr", 0.0), ("momentum", 0.0), ("weight_decay", 0.0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not v >= low \
-                    or (name == "lr" and v == 0):
-                raise ValueError(f"{name} must be a number {'>' if name == 'lr' else '>='} 0, got {v!r}")
-        f = self.val_fraction
-        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 <= f < 1:
-            raise ValueError(f"val_fraction must be a fraction in [0, 1), got {f!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.memory_format not in MEMORY_FORMATS:
-            raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {self.memory_format!r}")
-        if not isinstance(self.augment, bool):
-            raise ValueError(f"augment must be True or False, got {self.augment!r}")
+        checks.integer("epochs", self.epochs, minimum=0)
+        checks.integer("batch_size", self.batch_size, minimum=1)
+        checks.integer("seed", self.seed, minimum=0)
+        checks.integer("val_seed", self.val_seed, minimum=0)
+        checks.number("lr", self.lr, positive=True)
+        checks.number("momentum", self.momentum, minimum=0)
+        checks.number("weight_decay", self.weight_decay, minimum=0)
+        checks.fraction("val_fraction", self.val_fraction, closed=False)
+        checks.one_of("precision", self.precision, PRECISIONS)
+        checks.one_of("memory_format", self.memory_format, MEMORY_FORMATS)
+        checks.flag("augment", self.augment)
 
     def replace(self, **overrides) -> "TrainConfig":
         """A copy with some fields changed; unknown names are an error."""
@@ -93,113 +92,6 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig field(s) {unknown}; fields: "
                              f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **overrides)
-
-
-# --- devices and number formats ------------------------------------------------------------------
-
-def pick_device(device=None) -> torch.device:
-    """The device to train on: ``device`` if given, else ``$LABKIT_DEVICE``, else CUDA, Apple MPS, CPU.
-
-    An explicit device must exist here: ``cuda`` on a machine without CUDA is a ValueError now,
-    not a failure at the first step.
-    """
-    source = "device argument"
-    if not device:
-        device, source = os.environ.get("LABKIT_DEVICE"), "$LABKIT_DEVICE"
-    if device:
-        allowed = "'cpu', 'cuda', 'cuda:N' or 'mps'"
-        try:
-            device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise ValueError(f"{source} = {device!r} is not a device; use {allowed}") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"{source} asks for {device} but this torch has no usable CUDA GPU "
-                             f"(torch {torch.__version__}); use 'cpu'")
-        if device.type == "mps" and not _mps_available():
-            raise ValueError(f"{source} asks for mps but no Apple GPU is available here; use 'cpu'")
-        if device.type not in ("cpu", "cuda", "mps", "meta"):
-            raise ValueError(f"{source} = {str(device)!r} is not supported; use {allowed}")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if _mps_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def _mps_available() -> bool:
-    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-
-
-def native_bf16(device) -> bool:
-    """Does ``device`` compute bf16 natively (so that bf16 autocast is faster than fp32)?
-
-    CPU: AVX512-BF16 or AMX instructions. CUDA: a GPU with bf16 arithmetic (Ampere or newer),
-    emulation excluded. Elsewhere: False.
-    """
-    device = torch.device(device)
-    if device.type == "cpu":
-        checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-        return any(check is not None and check() for check in checks)
-    if device.type == "cuda":
-        try:
-            return torch.cuda.is_bf16_supported(including_emulation=False)
-        except TypeError:  # older torch without the argument
-            return torch.cuda.is_bf16_supported()
-    return False
-
-
-def resolve_precision(precision: str, device) -> str:
-    """The precision ``"auto"`` means on ``device``: bf16 where native, else fp16 on CUDA, else fp32.
-
-    An explicit ``"fp32"``, ``"bf16"`` or ``"fp16"`` is returned as it is (fp16 is CUDA-only).
-    """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    device = torch.device(device)
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError(f"precision 'fp16' (autocast with a gradient scaler) is for CUDA GPUs; on "
-                         f"{device.type} use 'bf16' or 'fp32' (or 'auto')")
-    if precision != "auto":
-        return precision
-    if native_bf16(device):
-        return "bf16"
-    return "fp16" if device.type == "cuda" else "fp32"
-
-
-def resolve_memory_format(memory_format: str, device) -> torch.memory_format:
-    """``"auto"``: channels_last on the CPU and CUDA (faster convolutions there), contiguous elsewhere."""
-    if memory_format not in MEMORY_FORMATS:
-        raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
-    if memory_format == "auto":
-        memory_format = "channels_last" if torch.device(device).type in ("cpu", "cuda") else "contiguous"
-    return torch.channels_last if memory_format == "channels_last" else torch.contiguous_format
-
-
-def describe(config: "TrainConfig", device) -> str:
-    """What a run with ``config`` on ``device`` computes in, e.g. 'bf16 autocast, channels_last'."""
-    precision = resolve_precision(config.precision, device)
-    fmt = resolve_memory_format(config.memory_format, device)
-    number = "fp32" if precision == "fp32" else f"{precision} autocast"
-    if precision == "fp16":
-        number += " + gradient scaler"
-    layout = "channels_last" if fmt == torch.channels_last else "contiguous"
-    return f"{number}, {layout}"
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def model_device(net: nn.Module) -> torch.device:
-    """The device holding the model's parameters."""
-    try:
-        return next(net.parameters()).device
-    except StopIteration:
-        raise ValueError("the model has no parameters, so it has no device to run on") from None
 
 
 @torch.no_grad()
@@ -216,13 +108,10 @@ def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
     if len(split) == 0:
         raise ValueError("evaluate: the split holds no images")
     device = model_device(net)
-    was_training = net.training
-    net.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
-    with torch.autocast(device_type=device.type, enabled=False):   # fp32 even inside an autocast region
+    with evaluating(net), torch.autocast(device_type=device.type, enabled=False):  # fp32 even inside autocast
         for X, y in batches(split.to(device), batch_size):
             correct += (net(X).argmax(dim=1) == y).sum()
-    net.train(was_training)
     return correct.item() / len(split)  # the one sync
 
 
@@ -234,10 +123,13 @@ class Callback:
     callback may add keys (e.g. ``sparsity``) and may set ``record['eligible'] = False`` so that
     the epoch cannot be selected (e.g. before the target sparsity). ``on_record`` comes after every
     callback's ``on_epoch_end``, with the epoch's final record: act on it there (save, log), so
-    that the order of the callbacks does not matter.
+    that the order of the callbacks does not matter. ``on_resume`` comes after ``on_train_begin``
+    when a run continues from a checkpoint (``train(..., resume=True)``), with the History of the
+    epochs already done.
     """
 
     def on_train_begin(self, net: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
+    def on_resume(self, history: "History") -> None: ...
     def on_epoch_begin(self, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer) -> None: ...
     def on_step_end(self, net: nn.Module) -> None: ...
     def on_epoch_end(self, epoch: int, net: nn.Module, record: dict) -> None: ...
@@ -253,17 +145,23 @@ def _selection_key(records) -> str:
 class SaveBest(Callback):
     """Saves ``net.state_dict()`` (masks included) to ``path`` at the epoch :class:`History` selects:
     the eligible epoch of the best validation accuracy (of the best test accuracy when the run has no
-    validation split); the first of equal ones."""
+    validation split); the first of equal ones. The file is written atomically
+    (:func:`labkit.files.save_torch`): a save that fails halfway leaves the previous best as it was."""
 
     def __init__(self, path):
         self.path = path
         self.best = -math.inf
 
+    def on_resume(self, history):
+        eligible = [r for r in history.records if r.get("eligible", True)]
+        key = _selection_key(history.records)
+        self.best = max((r[key] for r in eligible), default=-math.inf)
+
     def on_record(self, epoch, net, record):
         score = record[_selection_key([record])]
         if record.get("eligible", True) and score > self.best:
             self.best = score
-            torch.save(net.state_dict(), self.path)
+            save_torch(net.state_dict(), self.path)
 
 
 @dataclass
@@ -342,8 +240,6 @@ class History:
         """A text table of the given record keys, one row per epoch; accuracies and sparsities
         (keys containing ``acc`` or ``sparsity``) as percentages, other values with 4 digits.
         The selected epoch is marked with ``*``."""
-        from .report import table
-
         keys = keys or ("loss", "val_acc", "test_acc")
         rows = []
         for r in self.records:
@@ -365,19 +261,68 @@ def _is_fraction(key: str) -> bool:
     return "acc" in key or "sparsity" in key
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    """A tqdm bar: a notebook widget or text; ``$LABKIT_PROGRESS`` = ``text`` or ``off`` overrides."""
-    mode = os.environ.get("LABKIT_PROGRESS", "auto").strip().lower() or "auto"
-    if mode not in PROGRESS_MODES:
-        raise ValueError(f"LABKIT_PROGRESS={mode!r} is not a mode; use one of {list(PROGRESS_MODES)}")
-    if not enabled or mode == "off":
-        from tqdm import tqdm
-        return tqdm(total=total, desc=desc, disable=True)
-    if mode == "text":
-        from tqdm import tqdm
-    else:
-        from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="epoch", dynamic_ncols=True)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss turned non-finite (inf or NaN). The model was reset to the weights it had
+    at the start of the epoch (the last finite state); ``history`` holds the finished epochs,
+    ``epoch`` (from 1) and ``step`` (from 1) say where the loss first turned non-finite."""
+
+    def __init__(self, message: str, *, history: "History", epoch: int, step: int):
+        super().__init__(message)
+        self.history, self.epoch, self.step = history, epoch, step
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`train`. A KeyboardInterrupt, so that it still stops a script or a
+    notebook cell; ``history`` holds the epochs that finished, ``epoch`` (from 1) the one that was
+    interrupted. The model holds the weights at the end of the last finished epoch (the interrupted
+    epoch's steps are undone), in the contiguous memory format; with ``checkpoint=`` the run
+    continues from there with ``train(..., checkpoint=path, resume=True)``."""
+
+    def __init__(self, message: str, *, history: "History", epoch: int):
+        super().__init__(message)
+        self.history, self.epoch = history, epoch
+
+
+def _progress_mode(progress) -> str:
+    """``train``'s ``progress`` as a mode: None or True: ``$LABKIT_PROGRESS``; False: off."""
+    if progress is None or progress is True:
+        return settings.progress()
+    if progress is False:
+        return "off"
+    return checks.one_of("progress", progress, PROGRESS_MODES)
+
+
+class _Snapshot:
+    """Copies of every parameter and buffer, put back in place (the same tensor objects, so the
+    optimizer and the parametrizations keep theirs)."""
+
+    def __init__(self, net: nn.Module):
+        self.saved = [(t, t.detach().clone()) for t in itertools.chain(net.parameters(), net.buffers())]
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for t, copy in self.saved:
+            t.copy_(copy)
+
+
+def _resume_from(path: Path, config: TrainConfig, net, optimizer, scaler, generator) -> list[dict]:
+    """Load the checkpoint ``train(checkpoint=path)`` wrote; returns the records of its epochs."""
+    if not path.is_file():
+        raise FileNotFoundError(f"resume=True but there is no checkpoint {path}: run "
+                                f"train(..., checkpoint={str(path)!r}) first (resume=False)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    saved = dict(state["config"], epochs=config.epochs)
+    changed = {k: (v, getattr(config, k)) for k, v in saved.items() if getattr(config, k) != v}
+    if changed:
+        raise ValueError(f"cannot resume {path} with another configuration (only epochs may change); "
+                         f"changed (saved, now): {changed}")
+    net.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    generator.set_state(state["generator"])
+    return list(state["records"])
 
 
 def train(
@@ -387,8 +332,10 @@ def train(
     *,
     callbacks: Iterable[Callback] = (),
     optimizer: torch.optim.Optimizer | None = None,
-    progress: bool = True,
+    progress: bool | str | None = None,
     desc: str = "train",
+    checkpoint=None,
+    resume: bool = False,
     **overrides,
 ) -> History:
     """Train ``net`` on ``data.train`` with SGD and cross-entropy; evaluate after every epoch.
@@ -398,16 +345,33 @@ def train(
             fields for this run, e.g. ``train(net, data, config, seed=1)``.
         callbacks: called at the points of :class:`Callback`, in order.
         optimizer: defaults to ``SGD(net.parameters(), lr, momentum, weight_decay)`` of the config.
+        progress: the bar's mode, ``'auto'``, ``'text'`` or ``'off'``; None (or True): read from
+            ``$LABKIT_PROGRESS`` once, here; False: no bar.
+        checkpoint: a file written (atomically) at the end of every epoch with what a resumed run
+            needs: weights, optimizer and scaler state, the shuffling generator, the records, the
+            configuration.
+        resume: continue from ``checkpoint`` (it must exist and have the same configuration, the
+            number of epochs aside): its epochs are not run again and are in the History returned;
+            callbacks get :meth:`Callback.on_resume`. The resumed run equals an uninterrupted one.
 
     Steps:
         1. hold out ``config.val_fraction`` of ``data.train`` (class-balanced, ``config.val_seed``);
+           an empty training or test split is an error before anything changes;
         2. every epoch: shuffle and augment on the model's device (``config.seed``), train with
-           autocast in the config's precision and memory format (see :func:`describe`), then
-           evaluate validation and test accuracy in fp32;
+           autocast in the config's precision and memory format (see
+           :func:`labkit.devices.describe`), then evaluate validation and test accuracy in fp32;
         3. the model is given back in the contiguous memory format it came in.
 
+    Faults:
+        * a non-finite training loss (found at the end of the epoch, where the loop syncs) raises
+          :class:`TrainingDiverged`, naming the epoch and step, with the model reset to the weights
+          of the epoch's start (the last finite state) and the finished epochs in ``.history``;
+        * Ctrl-C raises :class:`TrainingInterrupted` (a KeyboardInterrupt): the model holds the
+          weights of the end of the last finished epoch, contiguous again; ``.history`` holds the
+          finished epochs.
+
     Training is never shrunk behind the caller's back: pass the data you want trained on
-    (``labkit.profile.shrink`` does it visibly for CI).
+    (``labkit.data.shrink`` does it visibly for CI).
 
     Returns the :class:`History`: per epoch ``loss`` and ``train_acc`` (of the training steps, on
     augmented images), ``val_acc``, ``test_acc``, ``train_time`` (seconds of the training steps,
@@ -421,10 +385,20 @@ def train(
     if not isinstance(data, CIFAR10):
         raise ValueError(f"train needs the whole dataset (labkit.data.cifar10()), with .train and .test; "
                          f"got {type(data).__name__}")
+    checks.flag("resume", resume)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=, the file a previous run wrote")
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    mode = _progress_mode(progress)
     device = model_device(net)
     precision = resolve_precision(config.precision, device)
     memory_format = resolve_memory_format(config.memory_format, device)
     train_split, val_split = split_validation(data.train, config.val_fraction, seed=config.val_seed)
+    if len(train_split) == 0:
+        raise ValueError(f"train: no training images (data.train holds {len(data.train)}, "
+                         f"val_fraction={config.val_fraction} holds out {len(val_split)}); nothing was trained")
+    if len(data.test) == 0:
+        raise ValueError("train: data.test holds no images, so no epoch could be evaluated; nothing was trained")
     train_split, test_split = train_split.to(device), data.test.to(device)
     val_split = val_split.to(device) if len(val_split) else None
     if optimizer is None:
@@ -434,59 +408,102 @@ def train(
     generator = torch.Generator(device=device).manual_seed(config.seed)
     callbacks = list(callbacks)
     history = History()
-    net.to(memory_format=memory_format)
+    if resume:
+        history.records = _resume_from(checkpoint, config, net, optimizer, scaler, generator)
 
     for cb in callbacks:
         cb.on_train_begin(net, optimizer)
-    bar = _progress(config.epochs, desc, progress)
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
+    if resume:
         for cb in callbacks:
-            cb.on_epoch_begin(epoch, net, optimizer)
-        net.train()
-        steps_start = time.perf_counter()
-        # Running sums stay on the device: no sync inside the step.
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        for X, y in batches(train_split, config.batch_size, shuffle=True, augment=config.augment,
-                            generator=generator):
-            X = X.contiguous(memory_format=memory_format)   # (B, 3, 32, 32)
-            with _autocast(device, precision):
-                y_hat = net(X)                              # (B, num_classes)
-                loss = F.cross_entropy(y_hat, y)            # autocast computes it in fp32
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            cb.on_resume(history)
+    progress_bar = bar(config.epochs, desc, mode=mode, unit="epoch")
+    progress_bar.update(len(history.records))
+    snapshot = None    # while an epoch's steps may have changed the weights: the weights before them
+    epoch = len(history.records)
+    net.to(memory_format=memory_format)
+    try:
+        for epoch in range(len(history.records), config.epochs):
+            start = time.perf_counter()
             for cb in callbacks:
-                cb.on_step_end(net)
-            loss_sum += loss.detach() * len(y)              # a batch's mean, weighted by its size
-            correct += (y_hat.argmax(dim=1) == y).sum()
-        record = {
-            "epoch": epoch + 1,
-            "loss": loss_sum.item() / len(train_split),     # the one sync of the steps
-            "train_acc": correct.item() / len(train_split),
-            "train_time": time.perf_counter() - steps_start,  # seconds of training steps only
-        }
-        record["val_acc"] = None if val_split is None else evaluate(net, val_split)
-        record["test_acc"] = evaluate(net, test_split)
-        record["time"] = time.perf_counter() - start        # the whole epoch, evaluation included
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, net, record)
-        for cb in callbacks:
-            cb.on_record(epoch, net, record)
-        history.records.append(record)
-        best = "-" if history.best_epoch is None else f"{history.best_acc:.2%}"  # "-": no eligible epoch yet
-        bar.set_postfix(loss=f"{record['loss']:.3f}", val="-" if val_split is None else f"{record['val_acc']:.2%}",
-                        test=f"{record['test_acc']:.2%}", selected=best, refresh=False)
-        bar.update(1)
-    bar.close()
-    net.to(memory_format=torch.contiguous_format)
+                cb.on_epoch_begin(epoch, net, optimizer)
+            snapshot = _Snapshot(net)
+            record = {"epoch": epoch + 1, **_epoch(net, train_split, config, optimizer, scaler, generator,
+                                                   callbacks, memory_format, precision, device)}
+            if "diverged_at" in record:
+                snapshot.restore()
+                raise TrainingDiverged(
+                    f"training diverged: the loss turned non-finite ({record['loss']}) at epoch {epoch + 1}, "
+                    f"step {record['diverged_at']} (lr={config.lr}); the model was reset to its weights at "
+                    f"the start of epoch {epoch + 1}, the last finite state (error.history holds the "
+                    f"{len(history.records)} finished epochs). Try a smaller lr.",
+                    history=history, epoch=epoch + 1, step=record["diverged_at"])
+            record["val_acc"] = None if val_split is None else evaluate(net, val_split)
+            record["test_acc"] = evaluate(net, test_split)
+            record["time"] = time.perf_counter() - start        # the whole epoch, evaluation included
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, net, record)
+            for cb in callbacks:
+                cb.on_record(epoch, net, record)
+            snapshot = None
+            history.records.append(record)
+            if checkpoint is not None:
+                save_torch({"config": dataclasses.asdict(config), "model": net.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                            "generator": generator.get_state(), "records": history.records}, checkpoint)
+            best = "-" if history.best_epoch is None else f"{history.best_acc:.2%}"  # "-": none eligible yet
+            progress_bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.2%}",
+                                     val="-" if val_split is None else f"{record['val_acc']:.2%}",
+                                     selected=best, refresh=False)
+            progress_bar.update(1)
+    except KeyboardInterrupt as e:
+        if snapshot is not None:
+            snapshot.restore()
+        done = len(history.records)
+        held = f"the end of epoch {done}" if done else "the start of the run"
+        again = (f"; continue with train(..., checkpoint={str(checkpoint)!r}, resume=True)"
+                 if checkpoint is not None and done else "")
+        raise TrainingInterrupted(
+            f"training interrupted in epoch {epoch + 1} of {config.epochs}: the model holds its weights at "
+            f"{held} (the interrupted epoch's steps were undone); error.history holds the {done} finished "
+            f"epoch(s){again}", history=history, epoch=epoch + 1) from e
+    finally:
+        progress_bar.close()
+        net.to(memory_format=torch.contiguous_format)
     for cb in callbacks:
         cb.on_train_end(net)
     return history
 
 
-# Fine-tuning is training from a pretrained model with the course's (small) learning rate:
-# the same loop, the same defaults.
-finetune = train
+def _epoch(net, split, config, optimizer, scaler, generator, callbacks, memory_format, precision, device) -> dict:
+    """One pass of training steps; the record's ``loss``, ``train_acc``, ``train_time`` (and
+    ``diverged_at``, the first step of a non-finite loss, if any)."""
+    net.train()
+    steps_start = time.perf_counter()
+    # Running sums stay on the device: no sync inside the step.
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    first_bad = torch.zeros((), dtype=torch.int64, device=device)   # step (from 1) of the first inf/NaN loss
+    for step, (X, y) in enumerate(batches(split, config.batch_size, shuffle=True, augment=config.augment,
+                                          generator=generator), start=1):
+        X = X.contiguous(memory_format=memory_format)   # (B, 3, 32, 32)
+        with autocast(device, precision):
+            y_hat = net(X)                              # (B, num_classes)
+            loss = F.cross_entropy(y_hat, y)            # autocast computes it in fp32
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        for cb in callbacks:
+            cb.on_step_end(net)
+        loss = loss.detach()
+        first_bad = torch.where((first_bad == 0) & ~torch.isfinite(loss), step, first_bad)
+        loss_sum += loss * len(y)                       # a batch's mean, weighted by its size
+        correct += (y_hat.argmax(dim=1) == y).sum()
+    record = {
+        "loss": loss_sum.item() / len(split),           # the one sync of the steps
+        "train_acc": correct.item() / len(split),
+        "train_time": time.perf_counter() - steps_start,  # seconds of training steps only
+    }
+    if not math.isfinite(record["loss"]):
+        record["diverged_at"] = int(first_bad.item())
+    return record

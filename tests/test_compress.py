@@ -12,6 +12,7 @@ import torch
 
 from labkit import compress, models, prune, quant, structured
 from labkit.compress import PARTS, load, relative_indices, save, size_report
+from labkit.layers import prunable_layers
 
 
 def random_resnet(seed=0, **kwargs) -> models.ResNet:
@@ -99,7 +100,7 @@ def test_negative_zeros_load_as_zeros(tmp_path):
     """-0.0 weights are zeros: not stored in CSR, loaded as +0.0; the values are equal."""
     net = random_resnet(3)
     with torch.no_grad():
-        for _, m in models.prunable_layers(net):
+        for _, m in prunable_layers(net):
             w = m.weight
             w[w.abs() < w.abs().quantile(0.8)] = -0.0
     report = save(net, tmp_path / "m.lkdc")
@@ -157,7 +158,7 @@ def test_parts_of_a_dense_float_model():
     32 bits per scale, shift, mean, variance and 64 for the step count."""
     net = random_resnet()
     report = size_report(net)
-    weights = sum(m.weight.numel() for _, m in models.prunable_layers(net))
+    weights = sum(m.weight.numel() for _, m in prunable_layers(net))
     bn = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert report.parts == {"codes": 0, "indices": 0, "codebooks": 0,
                             "float": 32 * (weights + 10 + 6),
@@ -171,7 +172,7 @@ def test_parts_of_a_pruned_float_model(index_bits):
     net = make("pruned")
     report = size_report(net, index_bits=index_bits, huffman=False)
     layers = {layer.name: layer for layer in report.layers}
-    for name, m in models.prunable_layers(net):
+    for name, m in prunable_layers(net):
         w = m.weight.detach().flatten().numpy()
         entries = np.count_nonzero(w) + reference_fillers(w, index_bits)
         layer = layers[name]
@@ -185,7 +186,7 @@ def test_parts_of_a_quantized_model():
     net = make("quantized")
     report = size_report(net, huffman=False)
     layers = {layer.name: layer for layer in report.layers}
-    for name, m in models.prunable_layers(net):
+    for name, m in prunable_layers(net):
         if quant.bits_of(m) is None:
             continue
         levels = len(torch.unique(m.weight.detach()))
@@ -313,13 +314,62 @@ def test_damaged_records_rejected_even_with_a_valid_checksum(tmp_path, good_file
             pass
 
 
-def test_other_architectures_rejected(tmp_path):
+def test_other_architectures_rejected_at_save_time(tmp_path):
+    """Issue 14 #1: save used to write models that load then refused; now save refuses them and
+    writes nothing."""
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    save(net, tmp_path / "s.lkdc")
     with pytest.raises(ValueError, match="ResNet-20"):
-        load(tmp_path / "s.lkdc")
+        save(net, tmp_path / "s.lkdc")
+    deeper = models.ResNet((3, 3, 4))                  # a ResNet, but not the ResNet-20 load builds
+    with pytest.raises(ValueError, match="ResNet-20"):
+        save(deeper, tmp_path / "s.lkdc")
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="does not store"):
         size_report(torch.nn.Sequential(torch.nn.LayerNorm(4)))
+
+
+@pytest.mark.parametrize("huffman", [True, False])
+@pytest.mark.parametrize("case", ["all-zero quantized layer", "bits=0", "all-zero float layer"])
+def test_a_saved_model_always_loads(tmp_path, case, huffman):
+    """Issue 14 #1: an all-zero quantized layer was written with a codebook of 0 levels, and load
+    then called the file damaged ("0 levels do not fit 1-bit codes"); set_bits(n, 0) the same."""
+    net = random_resnet(6)
+    if case == "all-zero quantized layer":
+        prune.prune_by_percentage(net, 1.0, layers=["stage3.2.conv2"])
+        quant.set_bits(net, 4)
+    elif case == "bits=0":
+        quant.set_bits(net, 0)
+    else:
+        prune.prune_by_percentage(net, 1.0, layers=["fc"])
+    report = save(net, tmp_path / "m.lkdc", huffman=huffman)
+    assert report.file_bytes == (tmp_path / "m.lkdc").stat().st_size
+    assert_same_model(net, load(tmp_path / "m.lkdc"))
+
+
+def test_a_failed_save_leaves_the_previous_file(tmp_path):
+    """Issue 14 #2: save wrote over the destination in place; under a file-size limit a failed
+    save cut a good file short. The limit is real (RLIMIT_FSIZE in a subprocess)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.lkdc"
+    save(make("pruned+quantized"), path)
+    good = path.read_bytes()
+    script = f"""
+import resource, signal, sys, torch
+from labkit import compress, models
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+try:
+    compress.save(models.ResNet(), {str(path)!r})       # dense: about 1.1 MB, over the limit
+except OSError as e:
+    print("failed:", e)
+    sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "File too large" in done.stdout, done.stdout + done.stderr
+    assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["m.lkdc"]
+    assert_same_model(make("pruned+quantized"), load(path))
 
 
 def test_bad_arguments_rejected():

@@ -464,3 +464,69 @@ def test_batches_checks_arguments_eagerly():
             batches(s, bad)
     with pytest.raises(TypeError, match="Split"):
         batches(s.images, 2)
+
+
+# --------------------------------------------------------------------------- damaged data (issue 14)
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    """Cut a file as an interrupted copy does."""
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.01, 0.5, 0.999])
+def test_a_truncated_batch_is_named_and_says_how_to_repair(tmp_path, monkeypatch, keep):
+    monkeypatch.setattr(D, "CIFAR10_URL", "http://unused.invalid/")  # download=False: never contacted
+    write_fake_cifar(tmp_path, n_per_file=50)
+    truncate(tmp_path / D.FOLDER / "data_batch_3", keep)
+    with pytest.raises(D.DamagedFileError, match="data_batch_3") as err:
+        cifar10(root=tmp_path, download=False, verbose=False)
+    assert isinstance(err.value, ValueError) and err.value.path.name == "data_batch_3"
+    assert "download=True" in str(err.value) and "truncated" in str(err.value)
+
+
+def test_download_true_repairs_a_truncated_batch(served_tarball, server, tmp_path, capsys):
+    url, content, _ = served_tarball()
+    root = tmp_path / "root"
+    cifar10(root=root, verbose=False)
+    truncate(root / D.FOLDER / D.TEST_FILE)
+    ds = cifar10(root=root, download=True, verbose=True)
+    assert_matches(ds, content)
+    assert len(server.hits) == 2                                   # fetched again
+    assert "test_batch is damaged" in capsys.readouterr().out
+    assert leftovers(root) == [D.FOLDER]
+
+
+def test_a_tarball_in_the_folder_repairs_a_truncated_batch(monkeypatch, tmp_path):
+    body, content = make_tarball(tmp_path / "build")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / D.TARBALL).write_bytes(body)
+    monkeypatch.setattr(D, "CIFAR10_MD5", hashlib.md5(body).hexdigest())
+    monkeypatch.setattr(D, "CIFAR10_URL", "http://unused.invalid/")  # must not be contacted
+    cifar10(root=root, download=False, verbose=False)
+    truncate(root / D.FOLDER / "data_batch_1", 0.3)
+    assert_matches(cifar10(root=root, download=False, verbose=False), content)
+
+
+def test_labkit_data_naming_a_file_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(D, "CIFAR10_URL", "http://unused.invalid/")
+    not_a_folder = tmp_path / "data.txt"
+    not_a_folder.write_text("not a folder")
+    monkeypatch.setenv("LABKIT_DATA", str(not_a_folder))
+    for download in (True, False):
+        with pytest.raises(NotADirectoryError, match=r"data.txt \(from \$LABKIT_DATA\) is a file, not a folder"):
+            cifar10(download=download, verbose=False)
+    assert not_a_folder.read_text() == "not a folder"
+
+
+def test_shrink_takes_a_profile():
+    from labkit import settings
+
+    ds = D.CIFAR10(index_split(2000), index_split(10), CLASSES)
+    assert len(D.shrink(ds, settings.PROFILES["ci"]).train) == 1024
+    assert D.shrink(ds, settings.PROFILES["full"]) is ds
+    with pytest.raises(ValueError, match="Profile"):
+        D.shrink(ds, "ci")
+    with pytest.raises(ValueError, match="CIFAR10"):
+        D.shrink(ds.train, settings.PROFILES["ci"])

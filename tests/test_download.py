@@ -177,7 +177,7 @@ def test_fetch_keyboard_interrupt_cleans_up(server, tmp_path, monkeypatch):
     seen = []
 
     class InterruptingBar:
-        """Stands in for tqdm: Ctrl-C after the first chunk is on disk."""
+        """Stands in for the progress bar: Ctrl-C after the first chunk is on disk."""
         def __init__(self, *a, **k):
             pass
 
@@ -191,7 +191,7 @@ def test_fetch_keyboard_interrupt_cleans_up(server, tmp_path, monkeypatch):
             seen.append(leftovers(tmp_path))
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "tqdm", InterruptingBar)
+    monkeypatch.setattr(download, "bar", InterruptingBar)
     with pytest.raises(KeyboardInterrupt):
         fetch(url, tmp_path / "f.bin", md5=BODY_MD5)
     assert len(seen) == 1 and len(seen[0]) == 1 and seen[0][0].endswith(".part")
@@ -203,3 +203,38 @@ def test_fetch_rejects_bad_hash_argument(tmp_path):
     with pytest.raises(ValueError, match="md5"):
         fetch("http://127.0.0.1:9/x", tmp_path / "x", md5="not-hex")
     assert leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- faults (issue 14)
+
+FSIZE_CHILD = """
+import resource, signal, sys
+from labkit.download import fetch
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+try:
+    fetch(sys.argv[1], sys.argv[2], progress=False)
+    print("saved")
+except Exception as e:
+    print("failed", type(e).__name__, e)
+"""
+
+
+def test_fetch_cut_by_a_file_size_limit_keeps_the_old_file(server, tmp_path):
+    import subprocess
+    import sys
+
+    url = server.serve("/f.bin", BODY)                  # 1 MiB: ten times the limit
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"the previous good file")
+    run = subprocess.run([sys.executable, "-c", FSIZE_CHILD, url, str(dest)], capture_output=True, text=True,
+                         timeout=120)
+    assert run.stdout.startswith("failed DownloadError") and "File too large" in run.stdout, run.stderr
+    assert dest.read_bytes() == b"the previous good file"
+    assert leftovers(tmp_path) == ["f.bin"]
+
+
+def test_fetch_into_a_folder_that_is_a_file_says_so(tmp_path):
+    (tmp_path / "data").write_text("a file")
+    with pytest.raises(NotADirectoryError, match="is a file, not a folder"):
+        fetch("http://127.0.0.1:9/x", tmp_path / "data" / "x.bin", progress=False)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from labkit import compress, footprint, models, prune, quant
+from labkit.layers import prunable_layers
 
 
 def _net(q=None, bits=None, seed=0):
@@ -23,7 +24,7 @@ def test_torch_save_parts(tmp_path):
     p = footprint.torch_save_parts(pruned, tmp_path / "p.pt")
     assert sum(d.values()) == os.path.getsize(tmp_path / "d.pt")
     assert sum(p.values()) == os.path.getsize(tmp_path / "p.pt")
-    weights = sum(m.weight.numel() for _, m in models.prunable_layers(dense))
+    weights = sum(m.weight.numel() for _, m in prunable_layers(dense))
     bn = sum(4 * m.num_features for m in dense.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert d["masks"] == 0 and p["masks"] == weights                 # one byte per weight
     assert d["float"] == p["float"] == 4 * (weights + 10 + 6)        # + fc bias, mean and std
@@ -68,3 +69,66 @@ def test_table_and_plot(tmp_path):
     assert len(fig.axes[0].patches) >= len(footprint.STAGES)
     with pytest.raises(ValueError, match="no model"):
         footprint.plot_stages({})
+
+
+def test_a_failed_torch_save_leaves_the_previous_file(tmp_path):
+    """Issue 14 #2: the footprint's torch.save wrote over the destination in place; under a
+    file-size limit (RLIMIT_FSIZE, for real, in a subprocess) a good file was cut short."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.pt"
+    small = models.ResNet(inner=(1,) * 9)
+    parts = footprint.torch_save_parts(small, path)
+    good = path.read_bytes()
+    assert sum(parts.values()) == len(good) < 200_000
+    script = f"""
+import resource, signal, sys
+from labkit import footprint, models
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    footprint.torch_save_parts(models.resnet20(), {str(path)!r})   # about 1.1 MB
+except Exception as e:
+    print("failed:", type(e).__name__, e)
+    sys.exit(3)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 3 and "failed: RuntimeError" in done.stdout, done.stdout + done.stderr
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_the_torch_save_file_is_what_torch_save_writes(tmp_path):
+    """Written atomically, but byte for byte torch.save(state, path) (whose size depends on the
+    file's name): the stage's numbers are those of the plain call."""
+    net = _net(q=0.5, bits=4)
+    footprint.torch_save_parts(net, tmp_path / "a.pt")
+    (tmp_path / "plain").mkdir()
+    torch.save(net.state_dict(), tmp_path / "plain" / "a.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "plain" / "a.pt").read_bytes()
+
+
+def test_the_csr_stage_bakes_a_copy_without_channel_pruning(tmp_path, monkeypatch):
+    """The CSR stage measures a baked deep copy (copies are independent now), not
+    structured.prune_channels(net, 1.0) used as a copy."""
+    from labkit import structured
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("footprint must not copy through channel pruning")
+
+    monkeypatch.setattr(structured, "prune_channels", refuse)
+    net = _net(q=0.8, bits=4)
+    st = footprint.stages(net, tmp_path, "m")
+    assert st["CSR"]["codebooks"] == 0 and st["CSR"]["codes"] > st["+ quantization"]["codes"]
+
+
+def test_the_csr_stage_stores_the_effective_weights(tmp_path):
+    """Baked, not merely stripped: a 2-bit symmetric quantizer rounds many weights to 0, and the
+    CSR stage stores only the non-zero effective weights, as the plain model compress.load gives."""
+    net = _net(bits=None)
+    quant.set_bits(net, 2, symmetric=True)
+    st = footprint.stages(net, tmp_path, "s")
+    plain = compress.load(tmp_path / "s.lkc")
+    assert st["CSR"] == {**compress.size_report(plain, huffman=False).parts_bytes,
+                         "header": compress.size_report(plain, huffman=False).header_bytes}
+    assert st["CSR"]["codes"] < 0.9 * footprint.stages(_net(), tmp_path, "d")["CSR"]["float"]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from dahuffman import HuffmanCodec
 
-from labkit.huffman import Coded, canonical_codes, code_lengths, decode, encode
+from labkit.huffman import MAX_ALPHABET, Coded, canonical_codes, code_lengths, decode, encode
 
 
 def skewed(seed, alphabet, n, concentration=0.3):
@@ -104,3 +104,53 @@ def test_bad_input_rejected():
         code_lengths(np.array([1.5, 2.0]))
     with pytest.raises(ValueError, match="counts"):
         code_lengths(np.array([3, -1]))
+
+
+@pytest.mark.parametrize("symbols, match", [
+    ([1.7, 2.2], "integers, got 1.7"),           # issue 14 #8: decoded as [1, 2] before
+    (np.array([0.0, np.nan]), "integers, got nan"),
+    ([1.0, np.inf], "integers, got inf"),
+    ([-1, 2], "non-negative"),
+    (np.array([-0.5]), "integers"),
+    (["a", "b"], "dtype"),
+    (np.array([True, False]), "dtype bool"),
+])
+def test_non_integer_or_negative_symbols_refused(symbols, match):
+    with pytest.raises(ValueError, match=match):
+        encode(symbols)
+
+
+def test_whole_floats_are_their_integers():
+    np.testing.assert_array_equal(decode(encode([1.0, 2.0, 2.0])), [1, 2, 2])
+    np.testing.assert_array_equal(decode(encode(np.array([3, 0], dtype=np.uint8))), [3, 0])
+
+
+def test_huge_symbols_refused_before_allocating_their_alphabet():
+    """Issue 14 #8: encode([10**9]) took 21 s and 9 GB (a count and a table entry per symbol of the
+    alphabet). Under a 1.5 GB address-space limit the old code dies of MemoryError; now it refuses
+    at once with a clear error, the alphabet's limit named."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import resource, time
+        import numpy as np
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 29, 3 << 29))
+        from labkit.huffman import encode
+        for args in (([10**9],), ([0], 10**9), (np.array([2**63], dtype=np.uint64),)):
+            start = time.perf_counter()
+            try:
+                encode(*args)
+                print("accepted")
+            except ValueError as e:
+                print("refused", round(time.perf_counter() - start, 1), e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3 and all(line.startswith("refused 0.0 ") for line in lines), r.stdout
+    assert "MAX_ALPHABET = 1048576" in lines[0] and "np.unique" in lines[0]
+    assert "alphabet must be an int in 0..1048576" in lines[1]
+    x = [0, MAX_ALPHABET - 1]                     # the limit itself is coded
+    assert MAX_ALPHABET == 1 << 20 and decode(encode(x)).tolist() == x

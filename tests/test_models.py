@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from labkit import models
-from labkit.models import (convert_state_dict, load_checkpoint, load_weights, prunable_layers,
-                           resnet20)
+from labkit.layers import prunable_layers
+from labkit.models import convert_state_dict, load_checkpoint, load_weights, resnet20
 
 # (name, c_in, c_out) of every 3x3 conv, written out by hand from He et al. 2016 §4.2.
 CONVS = ([("conv1", 3, 16)]
@@ -268,6 +268,23 @@ def test_wrong_sha256_prefix_raises_and_loads_nothing(tmp_path):
     assert_same_state(dst, random_net(7))
     with pytest.raises(ValueError, match="expected one starting with 1234abcd"):
         load_checkpoint(dst, path, sha256_prefix="1234abcd")
+
+
+@pytest.mark.parametrize("prefix", ["", "12fca8", "not-hex!", 12345678])
+def test_an_empty_or_short_sha256_prefix_is_refused_not_skipped(tmp_path, prefix):
+    """Issue 14 #8: sha256_prefix="" used to skip the check silently (and load a wrong file)."""
+    path, digest = save_hashed(published_layout(random_net(11)), tmp_path, prefix="deadbeef")
+    dst = random_net(12)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    with pytest.raises(ValueError, match="sha256_prefix must be 8 to 64 hex digits"):
+        load_checkpoint(dst, path, sha256_prefix=prefix)
+    assert all(torch.equal(before[k], v) for k, v in dst.state_dict().items())
+
+
+def test_resnet20_has_no_bits_argument():
+    """resnet20 builds and loads; quantizing is labkit.quant's (quant.quantized, quant.bits)."""
+    with pytest.raises(TypeError):
+        resnet20(bits=4)
 
 
 # ---------------------------------------------------------------- pretrained=True

@@ -11,10 +11,11 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
+from labkit import checkpoints
 from labkit.data import CIFAR10, Split
 from labkit.prune import (IterativePruning, Mask, RecordSparsity, Sparsity,
-                          global_prune_by_percentage, load_pruned, magnitude_threshold,
-                          make_permanent, masks, prune_by_percentage, sparsity, sparsity_table)
+                          global_prune_by_percentage, magnitude_threshold, make_permanent, masks,
+                          prune_by_percentage, set_mask, sparsity, sparsity_table)
 from labkit.train import train
 
 LAYERS = ["conv1", "conv2", "fc"]
@@ -338,22 +339,22 @@ def test_save_and_load_round_trip(tmp_path):
     path = tmp_path / "pruned.pt"
     torch.save(net.state_dict(), path)
     fresh = SmallNet(seed=1)
-    load_pruned(fresh, path)
+    checkpoints.load(path, fresh)
     X, _ = batch(5)
     assert torch.equal(fresh(X), net(X))
     assert masks(fresh).keys() == masks(net).keys()
     assert all(torch.equal(masks(fresh)[n], masks(net)[n]) for n in LAYERS)
     assert state_equal(fresh.state_dict(), net.state_dict())
-    other = load_pruned(SmallNet(seed=2), torch.load(path, weights_only=True))   # a mapping works too
+    other = checkpoints.load(torch.load(path, weights_only=True), SmallNet(seed=2))   # a mapping works too
     assert torch.equal(other(X), net(X))
 
 
-def test_load_pruned_rejects_a_mask_for_a_missing_layer():
+def test_load_rejects_a_mask_for_a_missing_layer():
     net = SmallNet()
     prune_by_percentage(net, 0.5)
     sd = {("extra." + k if k.startswith("fc.") else k): v for k, v in net.state_dict().items()}
     with pytest.raises(ValueError, match="'extra.fc'"):
-        load_pruned(SmallNet(), sd)
+        checkpoints.load(sd, SmallNet())
 
 
 def test_make_permanent_leaves_plain_parameters_with_the_zeros():
@@ -374,6 +375,58 @@ def test_make_permanent_leaves_plain_parameters_with_the_zeros():
     assert torch.equal(net(X), y_before)
     assert masks(net) == {}
     assert set(net.state_dict()) == set(SmallNet().state_dict())
+
+
+def test_one_layer_name_as_a_string_is_that_layer():
+    """Issue 14 #8: layers='conv1' was read letter by letter ("layer 'c' is not a module")."""
+    net = SmallNet()
+    applied = prune_by_percentage(net, 0.5, layers="conv1")
+    assert list(applied) == ["conv1"] and list(masks(net)) == ["conv1"]
+    assert sparsity(net, layers="conv1").zeros == {"conv1": 54}
+    assert list(global_prune_by_percentage(SmallNet(), 0.5, layers="fc")) == ["fc"]
+
+
+def test_set_mask_refuses_another_shape():
+    net = SmallNet()
+    with pytest.raises(ValueError, match=r"the weight's shape \(4, 3, 3, 3\)"):
+        set_mask(net.conv1, torch.ones(3, dtype=torch.bool))
+    assert masks(net) == {}
+
+
+@pytest.mark.parametrize("bake", ["make_permanent", "reprune"])
+def test_a_deep_copy_is_independent_of_its_original(bake):
+    """Issue 14 #5: parametrize's injected class was shared by copy.deepcopy, so make_permanent on
+    the copy deleted the original's weight property (AttributeError on pruned(x))."""
+    pruned = SmallNet()
+    prune_by_percentage(pruned, 0.6)
+    X, _ = batch(4)
+    y = pruned(X)
+    c = copy.deepcopy(pruned)
+    assert type(c.conv1) is not type(pruned.conv1)
+    if bake == "make_permanent":
+        make_permanent(c)
+        assert masks(c) == {}
+    else:
+        prune_by_percentage(c, 0.9)
+    assert torch.equal(pruned(X), y)                   # the original: unchanged and working
+    assert list(masks(pruned)) == LAYERS and sparsity(pruned).total < 0.7
+    assert not any(masks(pruned)[n] is masks(c).get(n) for n in LAYERS)
+    again = copy.deepcopy(c)                           # a copy of a copy, then the middle one baked
+    make_permanent(c)
+    assert torch.equal(again(X), c(X))
+
+
+def test_a_copy_of_a_mask_registered_by_torch_itself_is_baked_without_breaking_the_original():
+    """Registered with torch's register_parametrization (not labkit's), the class is shared by
+    deepcopy; make_permanent gives the copy's layer a class of its own before removing."""
+    net = SmallNet()
+    parametrize.register_parametrization(net.fc, "weight", Mask(torch.rand(5, 6) > 0.5))
+    X, _ = batch(4)
+    y = net(X)
+    c = copy.deepcopy(net)
+    make_permanent(c)
+    assert not parametrize.is_parametrized(c.fc) and torch.equal(net(X), y)
+    assert parametrize.is_parametrized(net.fc)
 
 
 # --- stacking with another parametrization (Lab 3's quantizer) --------------------------------------
@@ -409,7 +462,7 @@ def test_resnet20_has_268336_prunable_weights_and_prunes_to_80_percent(tmp_path)
     assert all(abs(s.zeros[n] - 0.8 * s.sizes[n]) <= 1 for n in s.sizes)
     assert s.total == pytest.approx(0.8, abs=20 / 268_336)
     torch.save(net.state_dict(), tmp_path / "r20.pt")
-    fresh = load_pruned(resnet20(), tmp_path / "r20.pt")
+    fresh = checkpoints.load(tmp_path / "r20.pt", resnet20())
     net.eval(), fresh.eval()
     X = torch.rand(2, 3, 32, 32)
     assert torch.equal(fresh(X), net(X))
@@ -443,9 +496,9 @@ def test_nan_weights_raise_and_change_nothing(prune):
 
 def test_no_prunable_layer_raises():
     for prune in (prune_by_percentage, global_prune_by_percentage):
-        with pytest.raises(ValueError, match="no prunable layer"):
+        with pytest.raises(ValueError, match=r"no layer to prune \(no nn.Conv2d or nn.Linear\)"):
             prune(nn.Sequential(nn.ReLU(), nn.BatchNorm1d(3)), 0.5)
-    with pytest.raises(ValueError, match="no prunable layer"):
+    with pytest.raises(ValueError, match=r"no layer to measure the sparsity of \(no nn.Conv2d"):
         sparsity(nn.Sequential(nn.ReLU()))
 
 
@@ -453,7 +506,7 @@ def test_no_prunable_layer_raises():
     ({"target": 1.2}, r"q must be a fraction in \[0, 1\].*got 1\.2"),
     ({"steps": 0}, r"steps must be an int >= 1.*got 0"),
     ({"steps": 2.5}, r"steps must be an int >= 1.*got 2\.5"),
-    ({"scope": "net"}, r"scope must be 'layer'.*or 'global'.*got 'net'"),
+    ({"scope": "net"}, r"scope must be one of \['layer', 'global'\], got 'net'"),
 ])
 def test_iterative_pruning_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
-from labkit import models, prune
-from labkit.quant import (Quantize, bits_of, codes, encode, quantizable_layers, quantize,
-                          quantizer_of, set_bits, summary)
+from labkit import checkpoints, models, prune, quant
+from labkit.layers import prunable_layers
+from labkit.quant import (Quantize, bits_of, bits_table, codes, encode, quantizable_layers, quantize,
+                          quantized, quantizer_of, set_bits)
 from labkit.train import train
 from test_prune import LAYERS, SmallNet, batch, step, toy_data   # the same small model and data as pruning's tests
 
@@ -188,8 +189,8 @@ def state_equal(a, b):
 
 
 def test_residual_stages_quantized_first_and_last_layers_not():
-    net = models.resnet20(bits=4)
-    names = [name for name, _ in models.prunable_layers(net)]
+    net = quant.quantized(models.resnet20(), 4)
+    names = [name for name, _ in prunable_layers(net)]
     quantized = [name for name, _ in quantizable_layers(net)]
     assert len(quantized) == 18 and names == ["conv1"] + quantized + ["fc"]
     assert all(bits_of(getattr_path(net, n)) == 4 for n in quantized)
@@ -337,22 +338,22 @@ def test_save_load_and_make_permanent_of_a_pruned_quantized_model(tmp_path):
     set_bits(net, 6, layers=["conv1"])
     path = tmp_path / "pq.pt"
     torch.save(net.state_dict(), path)
-    loaded = prune.load_pruned(models.resnet20(), path)
+    loaded = checkpoints.load(path, models.resnet20())
     X = torch.rand(4, 3, 32, 32)
     net.eval(), loaded.eval()
     assert torch.equal(loaded(X), net(X))
     assert state_equal(loaded.state_dict(), net.state_dict())
-    assert [bits_of(m) for _, m in models.prunable_layers(loaded)] == [6] + [4] * 18 + [2]
+    assert [bits_of(m) for _, m in prunable_layers(loaded)] == [6] + [4] * 18 + [2]
     assert quantizer_of(loaded.fc).symmetric
-    effective = {name: m.weight.detach().clone() for name, m in models.prunable_layers(net)}
+    effective = {name: m.weight.detach().clone() for name, m in prunable_layers(net)}
     prune.make_permanent(net)
     assert not any(parametrize.is_parametrized(m) for m in net.modules())
-    assert all(torch.equal(m.weight, effective[name]) for name, m in models.prunable_layers(net))
+    assert all(torch.equal(m.weight, effective[name]) for name, m in prunable_layers(net))
 
 
-def test_load_pruned_of_a_quantized_model_without_masks():
-    net = models.resnet20(bits=3)
-    loaded = prune.load_pruned(models.resnet20(), net.state_dict())
+def test_load_of_a_quantized_model_without_masks():
+    net = quantized(models.resnet20(), 3)
+    loaded = checkpoints.load(net.state_dict(), models.resnet20())
     assert state_equal(loaded.state_dict(), net.state_dict())
     with pytest.raises(ValueError, match="already pruned or quantized"):
         models.load_weights(loaded, net.state_dict())
@@ -376,13 +377,125 @@ def test_quantization_aware_training_during_global_iterative_pruning():
         assert layer.weight[keep].unique().numel() <= 16
 
 
-def test_summary_lists_bits_levels_and_sparsity():
-    net = models.resnet20(bits=2)
-    text = summary(net)
+def test_bits_table_lists_bits_levels_and_sparsity():
+    net = quantized(models.resnet20(), 2)
+    text = bits_table(net)
     lines = text.splitlines()
     assert len(lines) == 2 + 20
     assert lines[2].split()[:3] == ["conv1", "432", "float"]
     assert lines[3].split()[:5] == ["stage1.0.conv1", "2304", "2", "asymmetric", "4/4"]
+
+
+# --- a quantized model without undoing anything -----------------------------------------------
+
+def test_quantized_is_a_copy_and_the_original_stays_float():
+    net = models.resnet20()
+    before = copy.deepcopy(net.state_dict())
+    q = quantized(net, 3, symmetric=True, layers="conv1")
+    assert q is not net and bits_of(q.conv1) == 3 and quantizer_of(q.conv1).symmetric
+    assert [bits_of(m) for _, m in prunable_layers(net)] == [None] * 20
+    assert state_equal(net.state_dict(), before)
+    assert torch.equal(q.conv1.weight, quantize(net.conv1.weight, 3, symmetric=True))
+    with pytest.raises(ValueError, match="bits must be None"):
+        quantized(net, 99)
+    with pytest.raises(ValueError, match="layer 'conv9' is not a module"):
+        quantized(net, 4, layers=["conv9"])
+
+
+def test_bits_context_restores_the_previous_quantizers():
+    net = SmallNet()
+    prune.prune_by_percentage(net, 0.5)
+    set_bits(net, 5, symmetric=True, layers=["conv2"])
+    before = copy.deepcopy(net.state_dict())
+    X, _ = batch()
+    y = net(X)
+    with quant.bits(net, 2, layers=LAYERS) as inside:
+        assert inside is net and [bits_of(getattr(net, n)) for n in LAYERS] == [2, 2, 2]
+        assert not quantizer_of(net.conv2).symmetric
+        assert not torch.equal(net(X), y)
+    assert [bits_of(getattr(net, n)) for n in LAYERS] == [None, 5, None]
+    assert quantizer_of(net.conv2).symmetric
+    assert state_equal(net.state_dict(), before) and torch.equal(net(X), y)
+    with pytest.raises(RuntimeError, match="inside"):    # restored when the block raises too
+        with quant.bits(net, None, layers=LAYERS):
+            assert bits_of(net.conv2) is None
+            raise RuntimeError("inside")
+    assert state_equal(net.state_dict(), before)
+
+
+def test_one_layer_name_as_a_string_is_that_layer():
+    """Issue 14 #8: layers='conv1' was read letter by letter ("layer 'c' is not a module")."""
+    net = SmallNet()
+    set_bits(net, 4, layers="conv1")
+    assert [bits_of(getattr(net, n)) for n in LAYERS] == [4, None, None]
+
+
+def test_a_deep_copy_is_independent_of_its_original():
+    """Issue 14 #5: set_bits(copy, None) removed the last parametrization of the copy, and with
+    it the weight property of the class the original shares (AttributeError on net(x))."""
+    net = SmallNet()
+    set_bits(net, 3, layers=LAYERS)
+    X, _ = batch()
+    y = net(X)
+    c = copy.deepcopy(net)
+    set_bits(c, None, layers=LAYERS)
+    assert torch.equal(net(X), y) and bits_of(net.conv1) == 3
+    c2 = copy.deepcopy(net)
+    prune.make_permanent(prune.prune_by_percentage(c2, 0.5) and c2)
+    assert torch.equal(net(X), y)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("symmetric", [False, True])
+@pytest.mark.parametrize("bits", [4, 9, 12, 16])
+def test_half_precision_weights_are_quantized_on_a_float32_grid(dtype, symmetric, bits):
+    """Issue 14 #6: the grid was computed in bf16/fp16 (IndexError at 9 bits, bf16 12-bit
+    symmetric off by 7.7). Now: the float32 quantizer's result, rounded once to the dtype."""
+    w = torch.randn(4096, generator=torch.Generator().manual_seed(bits)).to(dtype)
+    w_q = quantize(w, bits, symmetric=symmetric)
+    assert w_q.dtype == dtype
+    assert torch.equal(w_q, quantize(w.float(), bits, symmetric=symmetric).to(dtype))
+    c, codebook = encode(w, bits, symmetric=symmetric)
+    assert codebook.dtype == torch.float32 and 0 <= c.min() and c.max() < codebook.numel()
+    step_size = (w.float().abs().max() / (2 ** (bits - 1) - 1) if symmetric
+                 else (w.float().max() - w.float().min()) / (2 ** bits - 1))
+    ulp = 2.0 ** -7 if dtype == torch.bfloat16 else 2.0 ** -10         # relative rounding to dtype
+    bound = step_size / 2 + ulp * w.float().abs().max()
+    assert (w_q.float() - w.float()).abs().max() <= bound * (1 + 1e-6)
+    mask = w != 0
+    assert torch.equal(quantize(w, bits, symmetric=symmetric, mask=mask),
+                       quantize(w.float(), bits, symmetric=symmetric, mask=mask).to(dtype))
+
+
+def test_a_half_precision_layer_quantizes_like_its_float32_copy():
+    net = SmallNet()
+    set_bits(net, 9, layers=LAYERS)
+    half = copy.deepcopy(net).to(torch.bfloat16)
+    for name in LAYERS:
+        layer = getattr(half, name)
+        stored = layer.parametrizations.weight.original.detach()
+        assert stored.dtype == torch.bfloat16
+        expected = quantize(stored.float(), 9, mask=stored != 0).to(torch.bfloat16)
+        assert layer.weight.dtype == torch.bfloat16 and torch.equal(layer.weight, expected)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_input_is_refused_clearly(bad):
+    """Issue 14 #6: one inf element turned the whole quantized tensor NaN, silently."""
+    w = torch.randn(100)
+    w[17] = bad
+    for call in (lambda: quantize(w, 4), lambda: quantize(w, 4, symmetric=True),
+                 lambda: encode(w, 4), lambda: quantize(w, 4, mask=torch.ones(100, dtype=torch.bool))):
+        with pytest.raises(ValueError, match="NaN or infinite entries"):
+            call()
+
+
+def test_an_empty_tensor_is_refused_clearly():
+    for call in (lambda: quantize(torch.empty(0), 4), lambda: encode(torch.empty(3, 0), 4, symmetric=True)):
+        with pytest.raises(ValueError, match=r"w is empty \(shape"):
+            call()
+    with pytest.raises(ValueError, match="floating-point tensor"):
+        quantize(torch.arange(5), 4)
 
 
 def test_quantize_module_reports_its_settings():

@@ -274,17 +274,17 @@ def test_steps_to_reach_and_support_from():
     assert sl.sign_flips(np.array([[1.0, -1.0], [-1.0, 0.0], [2.0, 1.0], [3.0, -1.0]])) == 3
 
 
-def test_summary_is_rounded_and_stable():
+def test_facts_are_rounded_and_stable():
     losses, weights = sl.optimize("trimmed_l1", lam=1.0)
-    s = sl.summary(losses, weights)
+    s = sl.facts(losses, weights)
     assert s["final L"] == "< 1e-20" and s["max|W-W*|"] == "< 1e-10"
     assert s["zeros"] == 3 and s["sign flips"] == 0
     assert not np.any(np.signbit(s["W"][s["W"] == 0]))  # no '-0.0'
-    assert "-0.0 " not in sl.summary_table({"a": (losses, weights)})
+    assert "-0.0 " not in sl.runs_table({"a": (losses, weights)})
     np.testing.assert_array_equal(s["W"], sl.W_STAR)
     losses, weights = sl.optimize("proximal", lam=1.0)
-    assert sl.summary(losses, weights)["final L"] == f"{losses[-1]:.3e}"
-    assert sl.summary(losses, weights)["steps to W*"] is None
+    assert sl.facts(losses, weights)["final L"] == f"{losses[-1]:.3e}"
+    assert sl.facts(losses, weights)["steps to W*"] is None
 
 
 # ---------------------------------------------------------------- bad input

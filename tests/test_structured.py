@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import models, prune, structured
+from labkit import checkpoints, models, prune, structured
+from labkit.layers import prunable_layers
 from labkit.models import ResNet
 
 
@@ -89,7 +90,7 @@ def test_masked_model_is_pruned_on_its_effective_weights_and_left_unchanged():
 
 def _copy_masked(net):
     fresh = models.resnet20().eval()
-    return prune.load_pruned(fresh, net.state_dict())
+    return checkpoints.load(net.state_dict(), fresh)
 
 
 def test_state_dict_rebuilds_from_inner_widths():
@@ -114,8 +115,8 @@ def test_block_convs_match_the_weight_count():
         net = _random_resnet()
         small = structured.prune_channels(net, keep)
         prune.prune_by_percentage(net, 1 - keep, layers=structured.block_convs(net))
-        nonzero = sum(int((m.weight != 0).sum()) for _, m in models.prunable_layers(net))
-        assert nonzero == sum(m.weight.numel() for _, m in models.prunable_layers(small))
+        nonzero = sum(int((m.weight != 0).sum()) for _, m in prunable_layers(net))
+        assert nonzero == sum(m.weight.numel() for _, m in prunable_layers(small))
     assert len(structured.block_convs(net)) == 18
 
 

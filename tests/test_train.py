@@ -1,4 +1,5 @@
-"""The training loop, evaluation, callbacks, device choice and the CI profile."""
+"""The training loop, evaluation, callbacks, the CI profile's use, and what a run does when it goes
+wrong: divergence, Ctrl-C, empty splits, resuming."""
 import math
 
 import numpy as np
@@ -6,11 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import profile
-from labkit.data import CIFAR10, Split
-from labkit import train as train_module
-from labkit.data import split_validation
-from labkit.train import Callback, History, SaveBest, TrainConfig, evaluate, pick_device, train
+from labkit import settings
+from labkit.data import CIFAR10, Split, shrink, split_validation
+from labkit.train import Callback, History, SaveBest, TrainConfig, evaluate, train
 
 
 def toy_data(n_train=512, n_test=128, seed=0) -> CIFAR10:
@@ -129,12 +128,14 @@ def test_save_best_keeps_the_best_eligible_weights(tmp_path):
 def test_ci_profile_shrinks_epochs_and_the_data_it_is_given_visibly(monkeypatch):
     data = toy_data(n_train=2000)
     monkeypatch.setenv("LABKIT_PROFILE", "ci")
-    assert profile.epochs(20) == 2 and profile.epochs(10) == 1 and profile.epochs(3) == 1
-    small = profile.shrink(data)
+    ci = settings.profile()
+    assert ci.epochs(20) == 2 and ci.epochs(10) == 1 and ci.epochs(3) == 1
+    small = shrink(data, ci)
     assert len(small.train) == 1024 and torch.equal(small.train.images, data.train.images[:1024])
     assert small.test is data.test                       # evaluation is never shrunk
     monkeypatch.setenv("LABKIT_PROFILE", "full")
-    assert profile.epochs(20) == 20 and profile.shrink(data) is data
+    full = settings.profile()
+    assert full.epochs(20) == 20 and shrink(data, full) is data
     # the loop trains on what it is given: 2000 images less the 10 % validation split
     rec = Recorder()
     train(toy_net(), data, epochs=1, batch_size=100, callbacks=[rec], progress=False)
@@ -144,7 +145,7 @@ def test_ci_profile_shrinks_epochs_and_the_data_it_is_given_visibly(monkeypatch)
 def test_bad_profile_and_bad_arguments_say_what_is_allowed(monkeypatch):
     monkeypatch.setenv("LABKIT_PROFILE", "fast")
     with pytest.raises(ValueError, match="ci"):
-        profile.current()
+        settings.profile()
     monkeypatch.delenv("LABKIT_PROFILE")
     bad = [({"epochs": -1}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"batch_size": True}, "batch_size"),
            ({"lr": 0.0}, "lr"), ({"lr": None}, "lr")]
@@ -181,23 +182,6 @@ def test_history_table_formats_fractions_as_percent_and_the_rest_as_numbers():
     h = History([{"epoch": 1, "loss": 0.123456, "test_acc": 0.5, "sparsity": 0.25, "time": 12.5}])
     row = h.table("loss", "test_acc", "sparsity", "time").splitlines()[2].split()
     assert row == ["1*", "0.1235", "50.00%", "25.00%", "12.5"]   # the one epoch is the selected one
-
-
-def test_pick_device_prefers_the_argument_then_the_environment(monkeypatch):
-    monkeypatch.setenv("LABKIT_DEVICE", "meta")
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device() == torch.device("meta")
-    monkeypatch.setenv("LABKIT_DEVICE", "gpu")
-    with pytest.raises(ValueError, match=r"LABKIT_DEVICE.*'gpu'.*'cpu', 'cuda'"):
-        pick_device()
-    monkeypatch.setenv("LABKIT_DEVICE", "cuda")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ValueError, match="no usable CUDA"):
-        pick_device()
-    monkeypatch.delenv("LABKIT_DEVICE")
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    assert pick_device() == torch.device("cpu")
 
 
 # --- what the loop reports: against a computation done here -----------------------------------------
@@ -281,20 +265,6 @@ def test_evaluate_is_fp32_even_inside_an_autocast_region():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         evaluate(net, toy_data().test)
     assert net.seen and all(s[1] is False for s in net.seen)
-
-
-def test_auto_precision_follows_the_device_capability(monkeypatch):
-    cpu = torch.device("cpu")
-    monkeypatch.setattr(train_module, "native_bf16", lambda device: True)
-    assert train_module.resolve_precision("auto", cpu) == "bf16"
-    assert train_module.describe(TrainConfig(), cpu) == "bf16 autocast, channels_last"
-    monkeypatch.setattr(train_module, "native_bf16", lambda device: False)
-    assert train_module.resolve_precision("auto", cpu) == "fp32"        # no slower laptop CPU
-    assert train_module.resolve_precision("auto", torch.device("cuda")) == "fp16"
-    assert train_module.resolve_precision("bf16", cpu) == "bf16"
-    with pytest.raises(ValueError, match="fp16.*CUDA"):
-        train_module.resolve_precision("fp16", cpu)
-    assert train_module.resolve_memory_format("auto", torch.device("mps")) == torch.contiguous_format
 
 
 def test_bf16_training_learns_the_toy_task_as_fp32_does():
@@ -381,3 +351,200 @@ def test_save_best_saves_the_epoch_the_history_selects(tmp_path):
     assert h.best_epoch == 1 + int(np.argmax(vals))
     saved = torch.load(path, weights_only=True)
     assert all(torch.equal(saved[k], w.weights[h.best_epoch - 1][k]) for k in saved)
+
+
+# --- nothing lost: divergence, empty splits, Ctrl-C, resuming, atomic saves (issue 14) --------------
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from labkit.train import TrainingDiverged, TrainingInterrupted
+
+TESTS = Path(__file__).resolve().parent
+
+
+def weights(net):
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+@pytest.mark.parametrize("field", ["lr", "momentum", "weight_decay"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_non_finite_settings_are_refused(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+        TrainConfig(**{field: value})
+    with pytest.raises(ValueError, match=field):
+        train(toy_net(), toy_data(), epochs=1, progress=False, **{field: value})
+
+
+class Weights(Callback):
+    """The weights at the end of every epoch."""
+
+    def __init__(self):
+        self.ends = []
+
+    def on_epoch_end(self, epoch, net, record):
+        self.ends.append(weights(net))
+
+
+def test_a_diverging_run_stops_naming_epoch_and_step_with_the_last_finite_weights(tmp_path):
+    class Explode(Callback):
+        def on_epoch_begin(self, epoch, net, optimizer):
+            if epoch == 1:                                   # the second epoch diverges
+                for group in optimizer.param_groups:
+                    group["lr"] = 1e30
+
+    net, ends, best = toy_net(), Weights(), tmp_path / "best.pt"
+    with pytest.raises(TrainingDiverged, match=r"non-finite .* at epoch 2, step \d+") as err:
+        train(net, toy_data(), epochs=4, lr=0.05, batch_size=64, callbacks=[Explode(), ends, SaveBest(best)],
+              progress=False)
+    assert err.value.epoch == 2 and err.value.step >= 1
+    assert [r["epoch"] for r in err.value.history.records] == [1]
+    assert "start of epoch 2" in str(err.value)
+    now = weights(net)
+    assert all(torch.isfinite(v).all() for v in now.values())
+    assert all(torch.equal(now[k], ends.ends[0][k]) for k in now)          # the end of epoch 1
+    assert all(torch.isfinite(v).all() for v in torch.load(best, weights_only=True).values())
+
+
+def test_a_run_diverging_in_its_first_epoch_gives_back_the_weights_it_came_with():
+    net = toy_net()
+    before = weights(net)
+    with pytest.raises(TrainingDiverged, match="at epoch 1, step") as err:
+        train(net, toy_data(), epochs=2, lr=1e30, batch_size=64, progress=False)
+    assert err.value.history.records == []
+    assert all(torch.equal(v, before[k]) for k, v in weights(net).items())
+
+
+def test_empty_splits_are_refused_before_the_model_changes():
+    data, net = toy_data(), toy_net()
+    before = weights(net)
+    with pytest.raises(ValueError, match="no training images"):
+        train(net, CIFAR10(data.train[:0], data.test, data.classes), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="data.test holds no images"):
+        train(net, CIFAR10(data.train, data.test[:0], data.classes), epochs=1, progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in weights(net).items())
+
+
+CONFIG = dict(lr=0.05, batch_size=64, precision="fp32", memory_format="channels_last")
+
+
+def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    straight = toy_net()
+    ref = train(straight, toy_data(), epochs=4, progress=False, **CONFIG)
+    first = train(toy_net(), toy_data(), epochs=2, checkpoint=ckpt, progress=False, **CONFIG)
+    assert len(first.records) == 2
+    class Resumed(Callback):
+        def __init__(self):
+            self.done = []
+
+        def on_resume(self, history):
+            self.done.append(len(history.records))
+
+    net, save_best, resumed = toy_net(seed=5), SaveBest(tmp_path / "best.pt"), Resumed()  # the file's weights load
+    h = train(net, toy_data(), epochs=4, checkpoint=ckpt, resume=True, callbacks=[save_best, resumed],
+              progress=False, **CONFIG)
+    assert resumed.done == [2]
+    fresh = SaveBest(tmp_path / "other.pt")
+    fresh.on_resume(first)
+    assert fresh.best == max(first.column("val_acc"))
+    assert h.column("epoch") == [1, 2, 3, 4] and h.column("loss") == ref.column("loss")
+    assert h.column("test_acc") == ref.column("test_acc")
+    assert all(torch.equal(v, straight.state_dict()[k]) for k, v in net.state_dict().items())
+    assert save_best.best >= max(first.column("val_acc"))                 # knows the epochs done before
+    with pytest.raises(ValueError, match="only epochs may change.*'lr'"):
+        train(toy_net(), toy_data(), epochs=4, checkpoint=ckpt, resume=True, progress=False, **dict(CONFIG, lr=0.1))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(toy_net(), toy_data(), checkpoint=tmp_path / "none.ckpt", resume=True, progress=False)
+
+
+SIGINT_CHILD = """
+import json, sys, time
+sys.path.insert(0, {tests!r})
+import torch
+from test_train import toy_data, toy_net, weights, CONFIG
+from labkit.train import Callback, TrainingInterrupted, train
+
+class Slow(Callback):
+    def __init__(self):
+        self.ends = []
+    def on_record(self, epoch, net, record):
+        self.ends.append(weights(net))
+        if epoch == 1:
+            open({ready!r}, "w").close()          # two epochs done: the parent sends SIGINT
+    def on_step_end(self, net):
+        time.sleep(0.02)
+
+net, slow = toy_net(), Slow()
+try:
+    train(net, toy_data(), epochs=200, callbacks=[slow], checkpoint={ckpt!r}, progress=False, **CONFIG)
+except TrainingInterrupted as e:
+    done = len(e.history.records)
+    now = net.state_dict()
+    print(json.dumps({{"done": done, "epoch": e.epoch, "message": str(e),
+                      "keyboard": isinstance(e, KeyboardInterrupt),
+                      "same": all(torch.equal(now[k], v.to(memory_format=torch.contiguous_format))
+                                  for k, v in slow.ends[done - 1].items()),
+                      "contiguous": all(p.is_contiguous() for p in net.parameters())}}))
+"""
+
+
+def test_ctrl_c_keeps_the_history_the_finished_weights_and_a_checkpoint_to_resume(tmp_path):
+    ckpt, ready = tmp_path / "run.ckpt", tmp_path / "ready"
+    code = SIGINT_CHILD.format(tests=str(TESTS), ready=str(ready), ckpt=str(ckpt))
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not ready.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), child.communicate()[1]
+    time.sleep(0.1)                                          # into the third epoch's steps
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=120)
+    assert out.strip(), err
+    got = json.loads(out.strip().splitlines()[-1])
+    done = got["done"]
+    assert done >= 2 and got["epoch"] == done + 1 and got["keyboard"]
+    assert got["same"] and got["contiguous"]                 # the last finished epoch's weights, contiguous
+    assert f"weights at the end of epoch {done}" in got["message"] and "resume=True" in got["message"]
+    # the checkpoint of the last finished epoch continues the run as if nothing happened
+    resumed = train(toy_net(), toy_data(), epochs=done + 1, checkpoint=ckpt, resume=True, progress=False, **CONFIG)
+    ref = train(toy_net(), toy_data(), epochs=done + 1, progress=False, **CONFIG)
+    assert resumed.column("epoch") == list(range(1, done + 2))
+    assert resumed.column("loss") == pytest.approx(ref.column("loss"), rel=1e-6)
+
+
+FSIZE_CHILD = """
+import os, resource, signal, sys
+sys.path.insert(0, {tests!r})
+from test_train import toy_data, toy_net
+from labkit.train import SaveBest, train
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)        # a write past the limit fails with EFBIG
+path = {path!r}
+train(toy_net(), toy_data(), epochs=1, batch_size=64, callbacks=[SaveBest(path)], progress=False)
+good = open(path, "rb").read()
+resource.setrlimit(resource.RLIMIT_FSIZE, (len(good) // 2, resource.RLIM_INFINITY))
+try:
+    train(toy_net(seed=1), toy_data(), epochs=1, batch_size=64, callbacks=[SaveBest(path)], progress=False)
+    print("saved")
+except Exception as e:
+    print("failed", type(e).__name__)
+print("intact" if open(path, "rb").read() == good else "damaged")
+print(sorted(os.listdir(os.path.dirname(path))))
+"""
+
+
+def test_save_best_that_fails_halfway_leaves_the_previous_best_intact(tmp_path):
+    path = tmp_path / "best.pt"
+    code = FSIZE_CHILD.format(tests=str(TESTS), path=str(path))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 3, run.stderr
+    assert lines[0].startswith("failed") and lines[1] == "intact"
+    assert lines[2] == "['best.pt']"                       # no temporary file left behind
+    torch.load(path, weights_only=True)

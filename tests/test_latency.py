@@ -1,0 +1,160 @@
+"""labkit.latency: the interleaved harness, latency measurements that are sane (no timed
+assertions), speed-ups, cross-overs, the table and the figure."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from labkit import latency, models, settings, structured
+
+
+def test_measure_is_sane():
+    torch.manual_seed(0)
+    net = models.resnet20().train()
+    small = structured.prune_channels(net, 0.5)
+    results = latency.measure({("dense", 0.0): net, ("channels", 0.5): small}, batch_sizes=(1, 2),
+                            threads=(1,), rounds=2, min_run_time=0.01, progress=False)
+    assert set(results) == {(k, b, 1) for k in [("dense", 0.0), ("channels", 0.5)] for b in (1, 2)}
+    for (key, b, t), lat in results.items():
+        assert lat.batch_size == b and lat.threads == 1 and lat.device == "cpu"
+        assert 0 < lat.median < 60 and math.isfinite(lat.median)
+        q1, q3 = lat.quartiles
+        assert 0 < q1 <= lat.median <= q3 and lat.iqr == pytest.approx(q3 - q1)
+        assert len(lat.times) >= 2                       # at least one block per round
+    assert net.training and small.training               # modes restored
+    text = latency.latency_table(results, baseline=("dense", 0.0))
+    assert "speed-up" in text and "channels 50%" in text
+    fig = latency.plot_latency(results, baseline=("dense", 0.0))
+    assert len(fig.axes) == 2                                # one panel per batch size and thread count
+    assert [line.get_label() for line in fig.axes[0].lines][0] == "dense"   # the baseline's line
+
+
+def test_thread_settings():
+    assert latency.thread_settings("cpu")[0] == 1
+    assert latency.thread_settings("cpu")[-1] == torch.get_num_threads()
+    assert latency.thread_settings("cuda") == (None,)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(rounds=0), "rounds"), (dict(batch_sizes=(0,)), "batch_sizes"),
+                                       (dict(threads=(0,)), "threads"),
+                                       (dict(min_run_time=float("nan")), "min_run_time")])
+def test_measure_bad_input(kw, match):
+    with pytest.raises(ValueError, match=match):
+        latency.measure({"m": nn.Linear(3, 3)}, **kw, progress=False)
+    with pytest.raises(ValueError, match="non-empty"):
+        latency.measure({})
+
+
+def test_plot_latency_needs_kind_sparsity_keys():
+    lat = latency.measure({"plain": nn.Linear(3, 3)}, batch_sizes=(1,), threads=(1,), rounds=1,
+                        min_run_time=0.001, image_shape=(3,), progress=False)
+    with pytest.raises(ValueError, match="kind, sparsity"):
+        latency.plot_latency(lat)
+
+
+def _fake(times_by_key) -> dict:
+    """Results of `measure` with given per-call times (seconds), batch 1, one thread."""
+    from torch.utils.benchmark.utils.common import Measurement, TaskSpec
+
+    out = {}
+    for key, times in times_by_key.items():
+        m = Measurement(1, list(times), TaskSpec("run()", "pass", num_threads=1))
+        out[(key, 1, 1)] = latency.Latency(key, 1, 1, "cpu", m)
+    return out
+
+
+def test_speedup_and_its_range():
+    res = _fake({"base": [4.0, 5.0, 6.0, 7.0, 8.0], "fast": [1.0, 2.0, 2.0, 2.0, 3.0]})
+    s = latency.speedup(res, "fast", "base", 1, 1)
+    assert s.median == pytest.approx(6.0 / 2.0)
+    assert s.low == pytest.approx(5.0 / 2.0) and s.high == pytest.approx(7.0 / 2.0)   # q1/q3, q3/q1
+    with pytest.raises(ValueError, match="no measurement"):
+        latency.speedup(res, "fast", "base", 256, 1)
+
+
+def test_crossover():
+    base = [1.0] * 3
+    res = _fake({("dense", 0.0): base, ("CSR", 0.5): [3.0] * 3, ("CSR", 0.8): [0.9] * 3,
+                 ("CSR", 0.9): [1.1] * 3, ("CSR", 0.95): [0.5] * 3})
+    assert latency.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): 0.95}   # 0.9 is slower again
+    res[(("CSR", 0.95), 1, 1)] = _fake({("CSR", 0.95): [2.0] * 3})[(("CSR", 0.95), 1, 1)]
+    assert latency.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): None}
+
+
+def test_machine_load():
+    import os
+
+    line = latency.machine_load()
+    if hasattr(os, "getloadavg"):
+        assert line.startswith("load average") and f"on {os.cpu_count()} CPUs" in line
+
+
+def test_interleaved_visits_every_candidate_once_per_round_in_shuffled_orders():
+    calls, clock = [], iter(range(1, 10_000))
+
+    def candidate(name):
+        def run():
+            calls.append(name)
+            return float(next(clock))      # the seconds it "measured"
+        return run
+
+    names = ["a", "b", "c", "d"]
+    times = latency.interleaved({n: candidate(n) for n in names}, rounds=30, seed=1, warmup=2)
+    assert calls[:8] == [n for n in names for _ in range(2)]        # warm-up calls first, not recorded
+    rounds = [calls[8 + 4 * r: 12 + 4 * r] for r in range(30)]
+    assert all(sorted(r) == names for r in rounds)                 # each candidate once per round
+    assert len({tuple(r) for r in rounds}) > 5                     # in fresh orders
+    assert {r[0] for r in rounds} == set(names)                    # no candidate always first
+    assert list(times) == names and all(len(t) == 30 for t in times.values())
+    for n in names:                                                # each its own returned seconds
+        assert times[n] == [float(9 + 4 * r + rounds[r].index(n)) for r in range(30)]
+    calls.clear()
+    again = latency.interleaved({n: candidate(n) for n in names}, rounds=30, seed=1, warmup=2)
+    assert [calls[8 + 4 * r: 12 + 4 * r] for r in range(30)] == rounds   # the seed fixes the orders
+    assert set(again) == set(names)
+
+
+def test_interleaved_bad_input():
+    with pytest.raises(ValueError, match="rounds"):
+        latency.interleaved({"a": lambda: 1.0}, 0)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        latency.interleaved({}, 3)
+    with pytest.raises(ValueError, match="non-empty dict"):
+        latency.interleaved({"a": 1.0}, 3)
+    with pytest.raises(ValueError, match="seconds candidate 'a'"):
+        latency.interleaved({"a": lambda: None}, 1)               # must return its seconds
+    with pytest.raises(ValueError, match="seconds candidate 'a'"):
+        latency.interleaved({"a": lambda: float("nan")}, 1)
+
+
+def test_measure_reads_the_progress_setting_once(monkeypatch):
+    calls = []
+    monkeypatch.setattr(settings, "progress", lambda: calls.append(1) or "off")
+    net = nn.Linear(3, 3)
+    latency.measure({"a": net, "b": nn.Linear(3, 3)}, batch_sizes=(1, 2), threads=(1,), rounds=2,
+                    min_run_time=0.001, image_shape=(3,))
+    assert calls == [1]                                            # once per call, not per setting
+    latency.measure({"a": net}, batch_sizes=(1,), threads=(1,), rounds=1, min_run_time=0.001,
+                    image_shape=(3,), progress=True)
+    assert calls == [1, 1]                                         # True: the setting's mode too
+    latency.measure({"a": net}, batch_sizes=(1,), threads=(1,), rounds=1, min_run_time=0.001,
+                    image_shape=(3,), progress="text")
+    latency.measure({"a": net}, batch_sizes=(1,), threads=(1,), rounds=1, min_run_time=0.001,
+                    image_shape=(3,), progress=False)
+    assert calls == [1, 1]                                         # an explicit mode reads nothing
+    with pytest.raises(ValueError, match="progress mode"):
+        latency.measure({"a": net}, batch_sizes=(1,), threads=(1,), rounds=1, min_run_time=0.001,
+                        image_shape=(3,), progress="loud")
+
+
+def test_measure_restores_modes_when_a_model_fails():
+    class Broken(nn.Linear):
+        def forward(self, x):
+            raise RuntimeError("boom")
+
+    good, bad = nn.Linear(3, 3).train(), Broken(3, 3).train()
+    with pytest.raises(RuntimeError, match="boom"):
+        latency.measure({"good": good, "bad": bad}, batch_sizes=(1,), threads=(1,), rounds=1,
+                        min_run_time=0.001, image_shape=(3,), progress=False)
+    assert good.training and bad.training
