@@ -2,7 +2,8 @@
 
 A checkpoint is the model's ``state_dict()`` written with ``torch.save``: the stored weights, the
 pruning masks (``<layer>.parametrizations.weight.0.mask``, ``labkit.prune``) and the quantizers'
-settings (``<layer>.parametrizations.weight.<i>._extra_state``, ``labkit.quant``). A plain
+settings (``<layer>.parametrizations.weight.<i>._extra_state``, ``labkit.quant``: bits, scheme,
+the zero option and, for ``zero="schedule"``, the schedule's mask). A plain
 state dict (a dense model, ``train.SaveBest``'s file) is a checkpoint too.
 
 `save` writes atomically (``labkit.files``): a save that fails (a full disk, Ctrl-C) leaves the
@@ -131,7 +132,8 @@ def _restore(target: nn.Module, state: Mapping) -> list[str]:
         try:
             if quantizer:
                 quant.set_bits(target, value["bits"], symmetric=value.get("symmetric"),
-                               mask_aware=value.get("mask_aware"), layers=[name])
+                               mask_aware=value.get("mask_aware"), zero=value.get("zero", "float"),
+                               layers=[name])
             else:
                 prune.set_mask(module, value)
         except (ValueError, TypeError) as e:

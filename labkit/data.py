@@ -6,6 +6,7 @@ batched tensor ops: no DataLoader, no worker processes, no torchvision (as in ai
 
     data = cifar10()                       # downloads once into data_dir(), then reads it
     data = shrink(data, settings.profile())  # the CI profile trains on fewer images, visibly
+    tuned = validation_from_test(data)     # training runs: tuned.val chooses the epoch, tuned.test reports
     data = data.to(device)
     for X, y in batches(data.train, 256, shuffle=True, augment=True, generator=g):
         ...                                # X (B, 3, 32, 32) float32 in [0, 1], y (B,) int64
@@ -21,6 +22,7 @@ is truncated or holds something else than a batch raises :class:`DamagedFileErro
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import importlib
 import os
 import pickle
@@ -39,7 +41,7 @@ from .checks import fraction as check_fraction, integer
 from .download import DownloadError, check_folder, fetch, md5 as file_md5, offline_hint, sha256
 
 __all__ = ["CIFAR10_URL", "CIFAR10_MD5", "Split", "CIFAR10", "DamagedFileError", "cifar10", "shrink",
-           "is_reference_subset", "split_validation", "augment", "batches"]
+           "is_reference_subset", "split_validation", "validation_from_test", "augment", "batches"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -49,6 +51,7 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 META_FILE = "batches.meta"
 NUM_CLASSES = 10
+FULL_TRAIN_IMAGES = 50_000  # the official training batches together (the offline subset has 5085)
 PAD = 4  # zero padding of the random crop (the course's "random crop 32, padding 4")
 
 # The course's offline subset of CIFAR-10 (the first 1017 images of every official batch: 5085
@@ -98,13 +101,36 @@ class Split:
 
 @dataclass
 class CIFAR10:
-    """The dataset: train and test splits and the ten class names (index = label)."""
+    """The dataset: train and test splits, the ten class names (index = label) and, optionally,
+    validation images that choose the epoch of a training run (:func:`validation_from_test`).
+
+    ``val_origin`` says where ``val`` comes from, as :meth:`protocol` prints it (e.g. "of the 1017 test
+    images (class-balanced, seed 0)"); ``test`` then holds only the images the results are reported on.
+    """
     train: Split
     test: Split
     classes: list[str]
+    val: Split | None = None
+    val_origin: str = ""
+
+    def __post_init__(self):
+        if self.val is not None and not isinstance(self.val, Split):
+            raise ValueError(f"CIFAR10.val must be a Split or None, got {type(self.val).__name__}")
 
     def to(self, device) -> "CIFAR10":
-        return CIFAR10(self.train.to(device), self.test.to(device), list(self.classes))
+        val = None if self.val is None else self.val.to(device)
+        return CIFAR10(self.train.to(device), self.test.to(device), list(self.classes), val, self.val_origin)
+
+    def protocol(self) -> str:
+        """How a training run on this data chooses and reports, in one sentence: which images choose the
+        epoch and which the results are reported on (no validation images: no choice, the last epoch)."""
+        if self.val is None:
+            return (f"no validation images: no epoch is selected, the last one is reported "
+                    f"(on {len(self.test)} test images)")
+        if self.val_origin:
+            return (f"validation: {len(self.val)} {self.val_origin} choose the epoch; "
+                    f"reported on the other {len(self.test)}")
+        return f"validation: {len(self.val)} images choose the epoch; reported on {len(self.test)} test images"
 
 
 # --------------------------------------------------------------------------- safe unpickling
@@ -348,8 +374,8 @@ def _restore(root: Path, download: bool, progress, where: str) -> bool:
 
 def shrink(data: CIFAR10, profile: settings.Profile) -> CIFAR10:
     """``data`` as ``profile`` (a :class:`labkit.settings.Profile`) trains on it: unchanged in the
-    full profile; in CI only the first ``profile.train_samples`` training images. The test split is
-    never shrunk, so evaluation-only results are the same in both profiles::
+    full profile; in CI only the first ``profile.train_samples`` training images. The test and
+    validation images are never shrunk, so evaluation-only results are the same in both profiles::
 
         cifar = data.shrink(data.cifar10(), settings.profile())
     """
@@ -360,7 +386,7 @@ def shrink(data: CIFAR10, profile: settings.Profile) -> CIFAR10:
     n = profile.train_samples
     if n is None or n >= len(data.train):
         return data
-    return CIFAR10(data.train[:n], data.test, list(data.classes))
+    return dataclasses.replace(data, train=data.train[:n], classes=list(data.classes))
 
 
 def is_reference_subset(root=None) -> bool:
@@ -371,13 +397,12 @@ def is_reference_subset(root=None) -> bool:
 
 
 def split_validation(split: Split, fraction: float, *, seed: int = 0) -> tuple[Split, Split]:
-    """Hold out a class-balanced validation set: ``(train, validation)``.
+    """Hold out a class-balanced part of ``split``: ``(rest, held)``.
 
     From every class, ``round(fraction * count)`` images (at least one when ``fraction > 0`` and the
-    class has two or more) are drawn with ``torch.randperm`` seeded by ``seed``; the rest stay for
-    training. Both keep the original order of the images. ``fraction = 0`` returns
-    ``(split, empty)``. The draw happens on the CPU, so the same seed holds out the same images on
-    every device.
+    class has two or more) are drawn with ``torch.randperm`` seeded by ``seed``; the rest stay.
+    Both keep the original order of the images. ``fraction = 0`` returns ``(split, empty)``. The draw
+    happens on the CPU, so the same seed holds out the same images on every device.
     """
     check_fraction("fraction", fraction, closed=False, hint=" (e.g. 0.1 holds out 10 %)")
     if fraction == 0:
@@ -393,6 +418,36 @@ def split_validation(split: Split, fraction: float, *, seed: int = 0) -> tuple[S
     held = held.to(split.device)
     return split[~held], split[held]
 
+
+
+def validation_from_test(cifar: CIFAR10, fraction: float = 0.5, *, seed: int = 0) -> CIFAR10:
+    """``cifar`` with validation images taken from its test images: ``val`` = a class-balanced,
+    seed-fixed ``fraction`` of ``cifar.test`` (:func:`split_validation`), ``test`` = the other test
+    images, ``train`` unchanged. Both parts keep the original order; they are disjoint.
+
+    Why from the test images: the pretrained checkpoint was trained on all 50 000 training images, so
+    a hold-out from the training images is no longer unseen (it scores far above the test images) and
+    choosing an epoch on it is close to arbitrary. The test images were never trained on: ``val``
+    chooses, the other part reports. Evaluation-only results (which choose nothing) may still use
+    every test image, ``cifar.test`` of the data this was made from::
+
+        cifar = data.shrink(data.cifar10(), run)        # evaluation-only numbers: cifar.test
+        tuned = data.validation_from_test(cifar)        # training runs: tuned.val chooses, tuned.test reports
+    """
+    if not isinstance(cifar, CIFAR10):
+        raise ValueError(f"validation_from_test needs a labkit.data.CIFAR10 (from data.cifar10()), "
+                         f"got {type(cifar).__name__}")
+    if cifar.val is not None:
+        raise ValueError(f"this data has {len(cifar.val)} validation images already; take them from the "
+                         f"data it was made from (e.g. data.validation_from_test(data.cifar10()))")
+    check_fraction("fraction", fraction, closed=False, hint=" (e.g. 0.5: half of the test images validate)")
+    integer("seed", seed, minimum=0)
+    test, val = split_validation(cifar.test, fraction, seed=seed)
+    if len(val) == 0 or len(test) == 0:
+        raise ValueError(f"validation_from_test: fraction={fraction} of {len(cifar.test)} test images leaves "
+                         f"{len(val)} for validation and {len(test)} to report on; both need images")
+    origin = f"of the {len(cifar.test)} test images (class-balanced, seed {seed})"
+    return dataclasses.replace(cifar, test=test, classes=list(cifar.classes), val=val, val_origin=origin)
 
 # --------------------------------------------------------------------------- augmentation
 

@@ -13,12 +13,15 @@ measure each with real files and `labkit.compress`'s exact accounting:
                      without Huffman coding; a float model is unchanged by this stage);
     "+ Huffman"      codes and indices Huffman-coded: the file `compress.save` writes.
 
-Each stage is {part: bytes}, with the part names of `compress.PARTS` plus "masks" and "header":
-for torch.save "float" (every float32 tensor outside batch norm: weights, pruned entries
-included, biases, the input normalisation), "masks", "batchnorm" and "header" (the container: the
-zip archive, the pickled structure, the quantizers' settings: the file's size minus its
-tensors' bytes); for the others `compress.SizeReport.parts` plus its header. Every stage's parts
-add up to its file's size.
+Each stage is {part: bytes}, parts named by what they hold (`PART_LABELS`): for torch.save
+"float" (every float32 tensor outside batch norm: weights, pruned entries included, biases, the
+input normalisation), "masks" (pruning masks, and a schedule's masks kept by ``zero="schedule"``
+quantizers), "batchnorm" and "header" (the container: the zip archive, the pickled structure, the
+quantizers' settings: the file's size minus its tensors' bytes); for the others
+`compress.SizeReport.parts` plus its header, with the stored entries of CSR layers split by what
+they are: "float values" (float32 values of float layers: every CSR layer of the "CSR" stage,
+the float first and last layers after it) and "codes" (b-bit codes of quantized layers). Every
+stage's parts add up to its file's size.
 """
 from __future__ import annotations
 
@@ -32,10 +35,21 @@ from . import compress, files
 from .layers import parametrizations, remove
 from .tables import table
 
-__all__ = ["STAGES", "torch_save_parts", "stages", "totals", "stage_table", "plot_stages"]
+__all__ = ["STAGES", "PART_LABELS", "torch_save_parts", "stages", "totals", "stage_table", "plot_stages"]
 
 STAGES = ("torch.save", "CSR", "+ quantization", "+ Huffman")
-_PART_ORDER = ("float", "masks", "codes", "indices", "codebooks", "tables", "batchnorm", "header")  # colours
+PART_LABELS = {                                   # part: what it holds (the stage plot's legend)
+    "float": "float32 tensors, dense (weights, biases, normalisation)",
+    "masks": "masks (1 byte per weight)",
+    "float values": "float32 values of CSR entries",
+    "codes": "b-bit codes of quantized weights",
+    "indices": "relative indices",
+    "codebooks": "codebooks (float32 levels)",
+    "tables": "Huffman code tables",
+    "batchnorm": "batch norm",
+    "header": "header, structure, padding",
+}
+_PART_ORDER = tuple(PART_LABELS)                  # colours
 
 
 def torch_save_parts(net: nn.Module, path) -> dict[str, int]:
@@ -47,8 +61,12 @@ def torch_save_parts(net: nn.Module, path) -> dict[str, int]:
     modules = dict(net.named_modules())
     parts = dict.fromkeys(("float", "masks", "batchnorm", "header"), 0)
     for key, value in state.items():
+        if isinstance(value, dict):                   # a quantizer's settings: pickled, header;
+            parts["masks"] += sum(t.numel() * t.element_size() for t in value.values()  # its schedule mask
+                                  if isinstance(t, torch.Tensor))
+            continue
         if not isinstance(value, torch.Tensor):
-            continue                                  # a quantizer's settings: pickled, header
+            continue
         owner = key.split(".parametrizations.")[0] if ".parametrizations." in key else key.rpartition(".")[0]
         if key.endswith(".mask"):
             part = "masks"
@@ -73,7 +91,12 @@ def _baked(net: nn.Module) -> nn.Module:
 
 
 def _report_parts(report: compress.SizeReport) -> dict[str, float]:
-    return {**report.parts_bytes, "header": report.header_bytes}
+    """The report's parts (bytes), the CSR entries of float layers moved from "codes" (compress's
+    name for every stored entry) to "float values"."""
+    parts = dict(report.parts_bytes)
+    values = sum(layer.bits["codes"] for layer in report.layers if layer.stored_as.startswith("CSR fp32")) / 8
+    parts["codes"] -= values
+    return {**parts, "float values": values, "header": report.header_bytes}
 
 
 def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[str, dict[str, float]]:
@@ -106,7 +129,8 @@ def stage_table(models: dict[str, dict], *, reference: float) -> str:
 
 def plot_stages(models: dict[str, dict], *, reference: float | None = None, title=None):
     """Stacked bars, one group per model ({label: stages(...)}), one bar per stage, stacked by
-    part (kB); above each bar its total and, with `reference` (bytes), reference / total.
+    part (kB; a part of 0 bytes draws nothing, and the legend names only parts drawn, by
+    `PART_LABELS`); above each bar its total and, with `reference` (bytes), reference / total.
     Returns the Figure."""
     import matplotlib.pyplot as plt
 
@@ -125,7 +149,7 @@ def plot_stages(models: dict[str, dict], *, reference: float | None = None, titl
                 if size <= 0:
                     continue
                 ax.bar(x, size / 1e3, width * 0.9, bottom=bottom, color=colors[part],
-                       label=None if part in shown else part)
+                       label=None if part in shown else PART_LABELS.get(part, part))
                 shown.add(part)
                 bottom += size / 1e3
             text = f"{bottom:.0f}" if reference is None else f"{bottom:.0f}\n{reference / (bottom * 1e3):.1f}x"

@@ -7,6 +7,11 @@ by a list of parametrizations: the pruning mask first (``labkit.prune.Mask``), t
 given class, and adds and removes them (`add`, `remove`): `prune` and `quant` decide what the
 parametrizations do.
 
+A pruning schedule's masks, handed down. A parametrization that wants the keep mask a pruning
+schedule last decided (``labkit.quant.Quantize`` with ``zero="schedule"``) derives from
+`FollowsSchedule`; the schedule (``labkit.prune.IterativePruning``) calls `hand_schedule_mask` on
+each layer it pruned. So the two meet here, and neither imports the other.
+
 Copies are independent. ``torch.nn.utils.parametrize`` gives a parametrized layer a class made for
 it (``ParametrizedConv2d``, holding the ``weight`` property), and ``copy.deepcopy`` would share
 that class between the copies, so removing the last parametrization of one copy (which deletes the
@@ -24,7 +29,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 __all__ = ["prunable_layers", "select", "original", "parametrizations", "find", "add", "remove",
-           "evaluating"]
+           "evaluating", "FollowsSchedule", "hand_schedule_mask"]
 
 
 def prunable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -111,6 +116,24 @@ def remove(module: nn.Module, parametrization: nn.Module | None = None, *, bake:
                          "parametrization=None")
     else:
         del module.parametrizations.weight[[i for i, p in enumerate(plist) if p is parametrization][0]]
+
+
+class FollowsSchedule(nn.Module):
+    """Base class of a parametrization that takes a pruning schedule's current keep mask (bool of
+    the weight's shape, True = kept) through `follow`, e.g. to quantize the pruned positions to
+    exactly 0 while the schedule lets them regrow (``labkit.quant.Quantize``, ``zero="schedule"``)."""
+
+    def follow(self, keep: torch.Tensor) -> None:
+        raise NotImplementedError
+
+
+def hand_schedule_mask(module: nn.Module, keep: torch.Tensor) -> int:
+    """Give ``keep`` (the keep mask a pruning schedule just decided for this layer) to every
+    `FollowsSchedule` parametrization on the layer's weight; returns how many took it."""
+    takers = [p for p in parametrizations(module) if isinstance(p, FollowsSchedule)]
+    for p in takers:
+        p.follow(keep)
+    return len(takers)
 
 
 def _fresh_class(cls: type) -> type:

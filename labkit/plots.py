@@ -16,6 +16,10 @@ Lab 2: plot_sparsity  per-layer sparsity as grouped bars, several models side by
 
 Lab 3: plot_quantized_weights  histograms of one layer's weights, float and quantized, levels marked
        plot_accuracy_vs_bits  test accuracy against the bit width, one line per method
+
+A plot draws only what ran: a marker at every measured point and nowhere else, a line only
+between measured neighbours (no segment across a bit width that was not measured), a reference
+line only for an accuracy that was given, with its name.
 """
 from __future__ import annotations
 
@@ -246,7 +250,8 @@ METRICS = {"test_acc": "test accuracy", "val_acc": "validation accuracy", "train
 BANDS = {"range": "min-max over seeds", "std": "mean ± 1 std over seeds"}
 
 
-def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax=None, title=None):
+def plot_histories(histories, *, metric="test_acc", band="range", dense=None, references=None, ax=None,
+                   title=None):
     """Accuracy per epoch (in %) of training runs; the epoch each run selected is starred.
 
     histories: {label: History} for single runs, or {label: [History, ...]} for one setup trained
@@ -256,7 +261,10 @@ def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax
     metric:    the record key drawn: "test_acc" (default), "val_acc" or "train_acc".
     band:      for several seeds: "range" shades min..max over the seeds at each epoch, "std"
                mean +- the sample standard deviation (n - 1, as ``labkit.stats.mean_std``).
-    dense:     an accuracy (fraction) drawn as a dashed line, e.g. the unpruned model's.
+    dense:     an accuracy (fraction) drawn as a dashed line labelled "dense", the unpruned model's.
+    references: {label: accuracy (fraction)}, each a dashed horizontal line with its label, for a
+               run that starts from another model, e.g. {"sparse float (Lab 2)": 0.8240} for a
+               quantized fine-tuning of Lab 2's sparse model.
 
     One run: its curve, with filled markers at the epochs eligible for selection
     (``History.eligible_epochs``), hollow markers at the others (e.g. before the target
@@ -298,8 +306,7 @@ def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax
             summary = f"test {pm(selected)} at the selected epochs, {len(seeds)} seeds"
         line.set_label(f"{label} ({summary})")
         handles.append(line)
-    if dense is not None:
-        handles.append(ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"dense ({dense:.2%})"))
+    handles += _reference_lines(ax, dense, references)
     handles += _marker_key(runs, band)
     name = METRICS[metric]
     ax.set(xlabel="epoch", ylabel=f"{name} (%)", title=title or f"{name.capitalize()} per epoch")
@@ -307,6 +314,22 @@ def plot_histories(histories, *, metric="test_acc", band="range", dense=None, ax
     ax.grid(alpha=0.3)
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
     return fig
+
+
+def _reference_lines(ax, dense, references) -> list:
+    """Dashed horizontal lines: the dense model's accuracy and each named reference (fractions)."""
+    given = {} if dense is None else {"dense": dense}
+    if references is not None:
+        if not isinstance(references, dict) or not all(_fraction(v) for v in references.values()):
+            raise ValueError("references must be a dict {label: accuracy (a fraction in [0, 1])}")
+        given |= references
+    styles = ("--", ":", "-.")
+    return [ax.axhline(100 * acc, color="gray" if i == 0 else f"0.{3 + i % 5}", ls=styles[i % len(styles)],
+                       lw=1, label=f"{label} ({acc:.2%})") for i, (label, acc) in enumerate(given.items())]
+
+
+def _fraction(v) -> bool:
+    return isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and 0 <= v <= 1
 
 
 def _seeds(label, value) -> list:
@@ -336,6 +359,7 @@ def _marker_key(runs, band) -> list:
     seeds = [h for hs in runs.values() for h in hs]
     on = {h.selected_on for h in seeds}
     rule = ("best validation accuracy" if on == {"val_acc"} else
+            "no selection: the last epoch" if on == {"last"} else
             "best test accuracy" if on == {"test_acc"} else "History.best_epoch")
     key = [Line2D([], [], ls="", marker="o", ms=4, color="0.4", label="epoch eligible for selection")]
     if any(set(h.column("epoch")) - set(h.eligible_epochs) for h in seeds):
@@ -343,7 +367,8 @@ def _marker_key(runs, band) -> list:
                           label="not eligible (e.g. before the target sparsity)"))
     several = any(len(hs) > 1 for hs in runs.values())
     key.append(Line2D([], [], ls="", marker="*", ms=10, color="0.4", mec="k", mew=0.5,
-                      label=f"selected epoch ({rule})" + ("; one per seed" if several else "")))
+                      label=f"{'reported' if on == {'last'} else 'selected'} epoch ({rule})"
+                            + ("; one per seed" if several else "")))
     if several:
         key.append(Patch(color="0.4", alpha=0.2, label=f"band: {BANDS[band]}; line: mean"))
     return key
@@ -407,25 +432,48 @@ def plot_quantized_weights(weights, quantized, *, bins=80, log=False, title=None
 def plot_accuracy_vs_bits(curves, *, dense=None, ax=None, title=None):
     """Test accuracy (in %) against the bit width, one line per method.
 
-    curves: {label: {bits: accuracy (fraction)}}, e.g. {"PTQ, asymmetric": {6: 0.91, ...}, ...};
+    curves: {label: {bits (int): accuracy (fraction)}}, e.g. {"PTQ, asymmetric": {6: 0.91, ...}};
     dense:  the float model's accuracy, drawn as a dashed line.
+
+    Only what was measured is drawn: a marker at each given point, and the line joins two points
+    only when their widths are neighbours (b and b + 1); across a width without a point the line
+    is broken (a NaN in the line's data), so a method measured at 4 and 2 bits shows two markers
+    and no segment through 3 bits. The legend's title says so when a line is broken.
     """
     if not isinstance(curves, dict) or not curves or not all(isinstance(c, dict) and c for c in curves.values()):
         raise ValueError("curves must be a non-empty dict {label: {bits: accuracy}}, each non-empty")
+    for label, points in curves.items():
+        if not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) for b in points):
+            raise ValueError(f"curves[{label!r}]: the bit widths must be ints, got {sorted(map(repr, points))}")
     fig, ax = _figure(ax, (6.5, 4))
     markers = "osD^v"
+    broken = False
     for i, (label, points) in enumerate(curves.items()):
-        bits = sorted(points)
-        ax.plot(bits, [100 * points[b] for b in bits], marker=markers[i % len(markers)],
-                ls=LINESTYLES[i % len(LINESTYLES)], label=label)
+        x, y = _broken_line(points)
+        broken |= bool(np.isnan(x).any())
+        ax.plot(x, y, marker=markers[i % len(markers)], ls=LINESTYLES[i % len(LINESTYLES)], label=label)
     if dense is not None:
         ax.axhline(100 * dense, color="gray", ls="--", lw=1, label=f"float ({dense:.2%})")
     ax.set(xlabel="bits per weight (residual stages)", ylabel="test accuracy (%)",
            title=title or "Accuracy against precision")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", title="lines join measured neighbouring widths only" if broken else None,
+              title_fontsize="small")
     return fig
+
+
+def _broken_line(points: dict) -> tuple[np.ndarray, np.ndarray]:
+    """x (bits) and y (accuracy in %) of the measured points in increasing bits, with a NaN
+    between two points whose widths are not neighbours: matplotlib breaks the line there."""
+    x, y = [], []
+    for b in sorted(points):
+        if x and b - x[-1] > 1:
+            x.append(np.nan)
+            y.append(np.nan)
+        x.append(float(b))
+        y.append(100 * points[b])
+    return np.array(x), np.array(y)
 
 
 def _flat(x) -> np.ndarray:

@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from . import checks
-from .layers import add, find, original, remove, select
+from .layers import add, find, hand_schedule_mask, original, remove, select
 from .tables import table
 from .train import Callback
 
@@ -315,8 +315,10 @@ def sparsity_table(results) -> str:
 # --- callbacks for labkit.train.train ---------------------------------------------------------------
 
 class RecordSparsity(Callback):
-    """Records ``record['sparsity']``, the total sparsity of the prunable layers (``layers``, default
-    all) at the end of every epoch: ``sparsity(net).total``, one host sync per epoch.
+    """Records ``record[key]`` (default ``'sparsity'``), the total sparsity of the prunable layers
+    (``layers``, default all) at the end of every epoch: ``sparsity(net).total``, one host sync per
+    epoch. Another ``key`` records beside a schedule's own ``'sparsity'``, e.g. the sparsity of the
+    quantized layers alone in Lab 3 (e) (``layers=[n for n, _ in quant.quantizable_layers(net)]``).
 
     For fine-tuning a pruned model (Lab 2 (c)): the masks hold the zeros on their own (they are
     parametrizations); this callback shows that they did. With ``require_masks=True`` (default)
@@ -324,8 +326,10 @@ class RecordSparsity(Callback):
     was forgotten or done with ``hold=False`` and nothing would keep the zeros zero.
     """
 
-    def __init__(self, *, layers=None, require_masks: bool = True):
-        self.layers, self.require_masks = layers, require_masks
+    def __init__(self, *, layers=None, require_masks: bool = True, key: str = "sparsity"):
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key must be a non-empty str (the record's key), got {key!r}")
+        self.layers, self.require_masks, self.key = layers, require_masks, key
 
     def measure(self, net) -> float:
         """The one place sparsity is measured for the records."""
@@ -338,7 +342,7 @@ class RecordSparsity(Callback):
                              f"(hold=True), or pass require_masks=False to record the sparsity anyway")
 
     def on_epoch_end(self, epoch, net, record):
-        record["sparsity"] = self.measure(net)
+        record[self.key] = self.measure(net)
 
 
 class IterativePruning(RecordSparsity):
@@ -354,6 +358,13 @@ class IterativePruning(RecordSparsity):
     or at its start when there is none), ``sparsity`` (at the end of the epoch: below q_e before
     the last step, as weights regrow), and ``eligible`` = False until the target is reached, so
     that the best accuracy counts only epochs at the final sparsity.
+
+    The schedule's masks: after each step, ``keep`` is {layer: bool keep mask (True = kept)} that
+    the step decided (also for the steps that hold nothing), and each pruned layer's parametrizations
+    that follow a schedule get it (``labkit.layers.hand_schedule_mask``): a quantizer with
+    ``zero="schedule"`` (``labkit.quant``) then quantizes the pruned positions to exactly 0 until
+    the next step, however the float weights regrow there. ``keep`` is empty before the first step
+    (and in a run resumed after the steps: the quantizers' own copies come with the checkpoint).
     """
 
     def __init__(self, target: float = 0.8, steps: int = 10, scope: str = "layer", layers=None):
@@ -363,6 +374,7 @@ class IterativePruning(RecordSparsity):
         super().__init__(layers=layers, require_masks=False)  # the masks come with the last step
         self.steps, self.scope = steps, scope
         self._start = None
+        self.keep: dict[str, torch.Tensor] = {}
 
     def q(self, epoch: int) -> float | None:
         """The fraction pruned before `epoch` (from 0), or None when there is no step then."""
@@ -373,7 +385,11 @@ class IterativePruning(RecordSparsity):
         if q is not None:
             hold = epoch + 1 == self.steps
             prune = prune_by_percentage if self.scope == "layer" else global_prune_by_percentage
-            prune(net, q, hold=hold, optimizer=optimizer if hold else None, layers=self.layers)
+            pairs = select(net, self.layers, what="prune")
+            applied = prune(net, q, hold=hold, optimizer=optimizer if hold else None, layers=pairs)
+            self.keep = applied
+            for name, module in pairs:
+                hand_schedule_mask(module, applied[name])
         self._start = self.measure(net)
 
     def on_epoch_end(self, epoch, net, record):

@@ -12,15 +12,26 @@ Two quantizers of a weight tensor w to b bits (book/lab3_theory.md derives both)
 
       w_q = s round(w / s),
 
-  the 2^b - 1 levels s k, k = -m..m, symmetric around zero, zero exact.
+  the 2^b - 1 levels s k, k = -m..m, symmetric around zero, zero exact;
+* integer zero point (``zero_point=True``), the affine grid of ``torch.ao``'s ``FakeQuantize``
+  (``torch.fake_quantize_per_tensor_affine``): with lo = min(min(w), 0), hi = max(max(w), 0),
+  n = 2^b - 1, the scale s = (hi - lo) / n and the integer zero point z = round(-lo / s) in 0..n,
+
+      w_q = (clamp(round(w / s) + z, 0, n) - z) s,
+
+  2^b levels (k - z) s, k = 0..n: 0 is one of them (code z), so every |w| < s / 2 becomes exactly
+  0. (w / s is computed as w * (1 / s), as torch does, so the two agree bit for bit.)
 
 ``round`` rounds half to even (``torch.round``, ``numpy.round``). A constant tensor (alpha = 0 or
-s = 0) comes back unchanged, never NaN; ``bits=0`` gives zeros, ``bits=None`` the float tensor.
+s = 0) comes back unchanged, never NaN (with a zero point, whose range always holds 0, a
+constant c != 0 is an end of the grid [min(c, 0), max(c, 0)]: c to within one float rounding);
+``bits=0`` gives zeros, ``bits=None`` the float tensor.
 
-Codes and codebook. Both quantizers are computed as a table look-up: `encode` returns integer
-codes (``R n``, or ``k + m``) and the codebook of float levels (``alpha (k / n) + beta``, or
-``s k``), and the quantized tensor is ``codebook[codes]``. The forward pass computes exactly that
-look-up, so `codes` of a layer reproduces its effective weight bit for bit (Lab 4 stores them).
+Codes and codebook. The quantizers are computed as a table look-up: `encode` returns integer
+codes (``R n``, ``k + m``, or ``clamp(round(w / s) + z, 0, n)``) and the codebook of float levels
+(``alpha (k / n) + beta``, ``s k``, or ``(k - z) s``), and the quantized tensor is
+``codebook[codes]``. The forward pass computes exactly that look-up, so `codes` of a layer
+reproduces its effective weight bit for bit (Lab 4 stores them).
 
 Masks. ``quantize(w, bits, mask=keep)`` quantizes only the kept entries (min/max, or max|w|, over
 them) and sets the others to exactly 0. Without that, a pruned layer is un-pruned: its zeros are
@@ -44,6 +55,24 @@ it is the same for weights zeroed without a mask (iterative pruning before its l
 weight that is exactly 0.0 in float stays 0 too, which changes nothing. ``mask_aware=False`` is
 the naive quantizer, for the notebook to show what it does to a sparse model.
 
+Which weights are zero: the ``zero`` option of a layer's quantizer (`set_bits`, `quantized`,
+`Quantize`), one of `ZEROS`; the three variants Lab 3 (e) compares during iterative pruning, where
+the pruned weights regrow between steps:
+
+* ``"float"`` (default, the course's quantizer): the zero set is the exact zeros of the quantizer's
+  input, the masked float weight (W == 0; with ``mask_aware=False`` none); max-min grid over the
+  rest. A pruned weight that regrew is no longer 0 in float, so it is quantized to a level,
+  and the max-min grid has no level 0;
+* ``"schedule"``: the zero set is the keep mask the pruning schedule's last step decided
+  (``labkit.prune.IterativePruning`` hands it over, through ``labkit.layers.hand_schedule_mask``),
+  also between steps that hold nothing: those positions are exactly 0 whatever their float
+  value, min/max over the kept ones. Before a schedule hands a mask it acts as ``"float"``;
+* ``"zero_point"``: the integer zero point grid above (0 is a level), min/max over the weights
+  that are not exactly 0 (the range holds 0 anyway, so zeros never change it).
+
+The backward pass is straight-through for all three: the float weights at the pruned positions
+keep their gradient, so they can regrow in float and be kept by the schedule's next step.
+
 A quantized model without changing the one you have: ``quant.quantized(net, 4)`` is a quantized
 deep copy, and ``with quant.bits(net, 4): ...`` quantizes ``net`` for the block only, its previous
 quantizers (or none) restored afterwards.
@@ -54,9 +83,11 @@ so a grid computed in them picks wrong levels. The quantized tensor comes back i
 `quantize` and `encode` refuse an empty tensor and NaN or infinite entries (a single inf would make
 the whole grid NaN).
 
-Bits, scheme and mask-awareness are saved in ``net.state_dict()`` (the quantizer's extra state,
-key ``<layer>.parametrizations.weight.<i>._extra_state``); ``labkit.checkpoints.load`` re-creates
-the quantizers (and masks) on a fresh model.
+Bits, scheme, mask-awareness, the zero option and a schedule's mask are saved in
+``net.state_dict()`` (the quantizer's extra state, key
+``<layer>.parametrizations.weight.<i>._extra_state``; the zero option and the mask only when
+``zero`` is not ``"float"``, so the course's quantizer saves what it always saved);
+``labkit.checkpoints.load`` re-creates the quantizers (and masks) on a fresh model.
 """
 from __future__ import annotations
 
@@ -68,15 +99,16 @@ import torch
 from torch import nn
 
 from . import checks
-from .layers import add, find, prunable_layers, remove, select
+from .layers import FollowsSchedule, add, find, prunable_layers, remove, select
 from .tables import table
 
 __all__ = [
-    "MAX_BITS", "encode", "quantize", "QuantizeSTE", "Quantize", "quantizable_layers", "set_bits",
+    "MAX_BITS", "ZEROS", "encode", "quantize", "QuantizeSTE", "Quantize", "quantizable_layers", "set_bits",
     "quantized", "bits", "quantizer_of", "bits_of", "codes", "bits_table",
 ]
 
 MAX_BITS = 16
+ZEROS = ("float", "schedule", "zero_point")   # which weights a layer's quantizer keeps at exactly 0
 
 
 def _check_bits(bits, symmetric: bool = False) -> int | None:
@@ -88,6 +120,16 @@ def _check_bits(bits, symmetric: bool = False) -> int | None:
         raise ValueError("bits=1 with symmetric=True leaves a single level, 0 (2^b - 1 levels "
                          "symmetric around zero); use bits >= 2, or symmetric=False for two levels")
     return int(bits)
+
+
+def _grid(symmetric, zero_point) -> str:
+    """The grid named by the two flags: 'minmax', 'symmetric' or 'zero_point'."""
+    symmetric, zero_point = checks.flag("symmetric", symmetric), checks.flag("zero_point", zero_point)
+    if symmetric and zero_point:
+        raise ValueError("symmetric=True and zero_point=True exclude each other: the symmetric grid "
+                         "has the level 0 already; zero_point is the asymmetric grid with an integer "
+                         "zero point")
+    return "symmetric" if symmetric else "zero_point" if zero_point else "minmax"
 
 
 def _check_mask(w: torch.Tensor, mask) -> torch.Tensor | None:
@@ -103,27 +145,31 @@ def _check_mask(w: torch.Tensor, mask) -> torch.Tensor | None:
 
 # --- the quantizer on a tensor ------------------------------------------------------------------------
 
-def encode(w: torch.Tensor, bits: int, *, symmetric: bool = False, mask: torch.Tensor | None = None
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(w: torch.Tensor, bits: int, *, symmetric: bool = False, zero_point: bool = False,
+           mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Integer codes and codebook of w quantized to ``bits`` bits (formulas: module docstring).
 
     Returns ``(codes, codebook)``: codes int64 of w's shape, codebook float32 (float64 for a
     float64 w: the grid's precision, see the module docstring), on w's device.
     Asymmetric: codebook[k] = alpha (k / n) + beta, k = 0..n = 2^b - 1, codes = round(w_s n).
     Symmetric: codebook[j] = s (j - m), j = 0..2m (2^b - 1 levels), codes = round(w / s) + m, so
-    the level 0 has code m. ``bits=0``: codebook [0.], every code 0.
+    the level 0 has code m. Zero point: codebook[k] = (k - z) s, k = 0..n (2^b levels),
+    codes = clamp(round(w / s) + z, 0, n), the level 0 has code z. ``bits=0``: codebook [0.],
+    every code 0.
 
     With ``mask`` (bool, True = kept) the scale comes from the kept entries only; elsewhere the
-    quantized value is 0 (see `quantize`) and the code is 0 (asymmetric: meaningless) or m (the
-    symmetric level 0). With no kept entry at all, every quantized value is 0.
+    quantized value is 0 (see `quantize`) and the code is 0 (asymmetric: meaningless), m (the
+    symmetric level 0) or z (the zero point's level 0). With no kept entry at all, every
+    quantized value is 0.
     Raises ValueError for an empty w or one with NaN or infinite entries (one host sync).
     """
-    bits = _check_bits(bits, checks.flag("symmetric", symmetric))
+    grid = _grid(symmetric, zero_point)
+    bits = _check_bits(bits, grid == "symmetric")
     if bits is None:
         raise ValueError("encode: bits=None means no quantization, hence no codes; pass an int in "
                          f"0..{MAX_BITS}")
     _check_values(w, "encode")
-    return _encode(w, bits, symmetric, _check_mask(w, mask))
+    return _encode(w, bits, grid, _check_mask(w, mask))
 
 
 def _check_values(w, what: str) -> None:
@@ -141,12 +187,32 @@ def _grid_dtype(w: torch.Tensor) -> torch.dtype:
     return torch.float64 if w.dtype == torch.float64 else torch.float32
 
 
-def _encode(w: torch.Tensor, bits: int, symmetric: bool, mask: torch.Tensor | None):
-    """`encode` without the checks (the forward pass: no host sync)."""
+def _range(w: torch.Tensor, mask: torch.Tensor | None):
+    """(min, max) of w over the kept entries (0-d each); (0, 0) when nothing is kept."""
+    if mask is None:
+        return w.amin(), w.amax()
+    any_kept = mask.any()
+    lo = torch.where(any_kept, w.masked_fill(~mask, torch.inf).amin(), 0.0)
+    hi = torch.where(any_kept, w.masked_fill(~mask, -torch.inf).amax(), 0.0)
+    return lo, hi
+
+
+def _encode(w: torch.Tensor, bits: int, grid: str, mask: torch.Tensor | None):
+    """`encode` without the checks (the forward pass: no host sync); grid as `_grid`."""
     w = w.detach().to(_grid_dtype(w))
     if bits == 0:
         return torch.zeros(w.shape, dtype=torch.int64, device=w.device), w.new_zeros(1)
-    if symmetric:
+    if grid == "zero_point":
+        n = 2 ** bits - 1
+        lo, hi = _range(w, mask)
+        lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)              # the range holds 0 (torch.ao)
+        scale = (hi - lo) / n                                      # 0-d; 0 only for an all-zero w
+        inv = torch.where(scale > 0, 1.0 / scale, 0.0)             # w * (1 / s), as torch computes it
+        z = torch.nan_to_num(torch.round(-lo / scale), nan=0.0).clamp_(0, n)   # 0-d, integer 0..n
+        codes = (torch.round(w * inv) + z).clamp_(0, n).to(torch.int64)     # (w.shape), 0..n
+        codebook = (torch.arange(n + 1, dtype=w.dtype, device=w.device) - z) * scale   # (n + 1,)
+        zero_code = z.to(torch.int64)
+    elif grid == "symmetric":
         m = 2 ** (bits - 1) - 1
         a = w.abs() if mask is None else w.abs().masked_fill(~mask, 0.0)
         s = a.amax() / m                                           # 0-d; 0 when nothing is kept
@@ -156,12 +222,7 @@ def _encode(w: torch.Tensor, bits: int, symmetric: bool, mask: torch.Tensor | No
         zero_code = m
     else:
         n = 2 ** bits - 1
-        if mask is None:
-            lo, hi = w.amin(), w.amax()
-        else:
-            any_kept = mask.any()
-            lo = torch.where(any_kept, w.masked_fill(~mask, torch.inf).amin(), 0.0)
-            hi = torch.where(any_kept, w.masked_fill(~mask, -torch.inf).amax(), 0.0)
+        lo, hi = _range(w, mask)
         alpha, beta = hi - lo, lo                                  # 0-d each
         R = torch.round((w - beta) / alpha * n).clamp_(0, n)       # (w.shape), integers 0..n
         # A constant w (alpha = 0) gives 0/0 = NaN: code 0, the level beta = w. NaN weights (a
@@ -176,11 +237,13 @@ def _encode(w: torch.Tensor, bits: int, symmetric: bool, mask: torch.Tensor | No
 
 class QuantizeSTE(torch.autograd.Function):
     """The straight-through estimator: forward = the quantized tensor, ``codebook[codes]`` of
-    `encode` (0 outside ``mask``); backward = the upstream gradient, unchanged (d w_q / d w := 1)."""
+    `encode` (0 outside ``mask``); backward = the upstream gradient, unchanged (d w_q / d w := 1),
+    at every entry, masked or not. ``QuantizeSTE.apply(w, bits, grid, mask)``, grid one of
+    'minmax', 'symmetric', 'zero_point'."""
 
     @staticmethod
-    def forward(ctx, w, bits, symmetric, mask):
-        codes, codebook = _encode(w, bits, symmetric, mask)
+    def forward(ctx, w, bits, grid, mask):
+        codes, codebook = _encode(w, bits, grid, mask)
         w_q = torch.take(codebook, codes).to(w.dtype)             # (w.shape): the look-up
         return w_q if mask is None else w_q.masked_fill_(~mask, 0.0)
 
@@ -189,65 +252,137 @@ class QuantizeSTE(torch.autograd.Function):
         return grad, None, None, None
 
 
-def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False,
+def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False, zero_point: bool = False,
              mask: torch.Tensor | None = None) -> torch.Tensor:
     """w quantized to ``bits`` bits, with the straight-through gradient (`QuantizeSTE`).
 
     Forward: asymmetric w_q = alpha round((w - beta) / alpha (2^b - 1)) / (2^b - 1) + beta with
-    alpha = max(w) - min(w), beta = min(w); symmetric w_q = s round(w / s), s = max|w| / (2^(b-1) - 1).
+    alpha = max(w) - min(w), beta = min(w); symmetric w_q = s round(w / s), s = max|w| / (2^(b-1) - 1);
+    zero point w_q = (clamp(round(w / s) + z, 0, 2^b - 1) - z) s, s = (max(w, 0) - min(w, 0)) / (2^b - 1),
+    z = round(-min(w, 0) / s) (as ``torch.fake_quantize_per_tensor_affine``).
     With ``mask`` (bool, True = kept): min/max (max|w|) over the kept entries, the others exactly 0.
     Backward: the gradient with respect to w is the upstream gradient.
     ``bits=None`` returns w itself; ``bits=0`` zeros; a constant w (alpha = 0) comes back unchanged.
     The grid is computed in float32 (see the module docstring); the result has w's dtype.
-    Raises ValueError for bits outside None, 0..16, for symmetric with bits=1, a bad mask, or an
-    empty w or one with NaN or infinite entries.
+    Raises ValueError for bits outside None, 0..16, for symmetric with bits=1, symmetric with
+    zero_point, a bad mask, or an empty w or one with NaN or infinite entries.
     """
-    bits = _check_bits(bits, checks.flag("symmetric", symmetric))
+    grid = _grid(symmetric, zero_point)
+    bits = _check_bits(bits, grid == "symmetric")
     mask = _check_mask(w, mask)
     if bits is None:
         return w
     _check_values(w, "quantize")
-    return QuantizeSTE.apply(w, bits, symmetric, mask)
+    return QuantizeSTE.apply(w, bits, grid, mask)
 
 
 # --- the quantizer in a layer ---------------------------------------------------------------------
 
-class Quantize(nn.Module):
-    """Parametrization W -> quantize(W, bits, symmetric=symmetric, mask=W != 0 if mask_aware).
+class Quantize(FollowsSchedule):
+    """Parametrization W -> quantize(W, bits, ...) with the zero set of ``zero`` (`ZEROS`):
 
-    Stacked after a pruning ``Mask``, W = original * mask: its zeros are the pruned weights, which
-    a mask-aware quantizer keeps at exactly 0 (min/max over the others). Attributes ``bits``,
-    ``symmetric``, ``mask_aware``; saved in the state dict as the module's extra state.
+    * ``"float"``: mask = W != 0 if ``mask_aware`` (else none: the naive quantizer). Stacked after
+      a pruning ``Mask``, W = original * mask: its zeros are the pruned weights, which a mask-aware
+      quantizer keeps at exactly 0 (min/max over the others);
+    * ``"schedule"``: mask = the keep mask a pruning schedule handed over last (`follow`, called
+      by ``labkit.prune.IterativePruning`` after each step), W != 0 until one is handed;
+    * ``"zero_point"``: the integer zero point grid (``zero_point=True`` of `quantize`), mask W != 0.
+
+    Attributes ``bits``, ``symmetric``, ``mask_aware``, ``zero`` and ``keep`` (the schedule's mask,
+    a bool buffer, or None); saved in the state dict as the module's extra state.
     """
 
-    def __init__(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True):
+    def __init__(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True, zero: str = "float"):
         super().__init__()
-        self.configure(bits, symmetric=symmetric, mask_aware=mask_aware)
+        self.register_buffer("keep", None, persistent=False)   # in the extra state instead
+        self.configure(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero)
 
-    def configure(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True) -> None:
-        """Set the three attributes, checked (ValueError naming a bad one) before any is changed."""
-        symmetric = checks.flag("symmetric", symmetric)
-        mask_aware = checks.flag("mask_aware", mask_aware)
+    def configure(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True,
+                  zero: str = "float") -> None:
+        """Set the attributes, checked (ValueError naming a bad one) before any is changed. A zero
+        option other than "schedule" drops a schedule's mask."""
+        symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
         bits = _check_bits(bits, symmetric)
         if bits is None:
             raise ValueError("Quantize needs bits in 0..16; to remove quantization use set_bits(net, None)")
-        self.bits, self.symmetric, self.mask_aware = bits, symmetric, mask_aware
+        self.bits, self.symmetric, self.mask_aware, self.zero = bits, symmetric, mask_aware, zero
+        if zero != "schedule":
+            self.keep = None
+
+    def follow(self, keep: torch.Tensor) -> None:
+        """Take a pruning schedule's keep mask (bool, True = kept); used with zero="schedule" only."""
+        if self.zero == "schedule":
+            self.keep = keep.detach().to(torch.bool).clone()
 
     def kept(self, W: torch.Tensor) -> torch.Tensor | None:
-        """The entries of W this quantizer quantizes: W != 0 when mask-aware, else all (None)."""
+        """The entries of W this quantizer quantizes (the others are exactly 0): the schedule's
+        mask (zero="schedule", once handed), W != 0 when mask-aware, else all (None)."""
+        if self.zero == "schedule" and self.keep is not None:
+            if self.keep.shape != W.shape:
+                raise ValueError(f"the schedule's mask has shape {tuple(self.keep.shape)}, the weight "
+                                 f"{tuple(W.shape)}")
+            if self.keep.device != W.device:
+                self.keep = self.keep.to(W.device)      # a mask loaded on the CPU: moved once
+            return self.keep
         return W != 0 if self.mask_aware else None
 
+    @property
+    def grid(self) -> str:
+        """'minmax', 'symmetric' or 'zero_point'."""
+        return "symmetric" if self.symmetric else "zero_point" if self.zero == "zero_point" else "minmax"
+
     def forward(self, W: torch.Tensor) -> torch.Tensor:
-        return QuantizeSTE.apply(W, self.bits, self.symmetric, self.kept(W))
+        return QuantizeSTE.apply(W, self.bits, self.grid, self.kept(W))
 
     def get_extra_state(self) -> dict:
-        return {"bits": self.bits, "symmetric": self.symmetric, "mask_aware": self.mask_aware}
+        state = {"bits": self.bits, "symmetric": self.symmetric, "mask_aware": self.mask_aware}
+        if self.zero != "float":                    # the course's quantizer saves what it always saved
+            state["zero"] = self.zero
+        if self.zero == "schedule":
+            state["keep"] = self.keep
+        return state
 
     def set_extra_state(self, state: dict) -> None:
-        self.configure(state["bits"], symmetric=state["symmetric"], mask_aware=state["mask_aware"])
+        keep = state.get("keep")
+        if keep is not None and (not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool):
+            raise ValueError(f"a quantizer's schedule mask must be a bool tensor, got {type(keep).__name__}")
+        self.configure(state["bits"], symmetric=state["symmetric"], mask_aware=state["mask_aware"],
+                       zero=state.get("zero", "float"))
+        if keep is not None:
+            self.follow(keep)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, symmetric={self.symmetric}, mask_aware={self.mask_aware}"
+        text = f"bits={self.bits}, symmetric={self.symmetric}, mask_aware={self.mask_aware}, zero={self.zero!r}"
+        if self.zero == "schedule":
+            text += ", schedule mask " + ("not handed yet" if self.keep is None else
+                                          f"kept={int(self.keep.sum())}/{self.keep.numel()}")
+        return text
+
+
+def _check_variant(symmetric, mask_aware, zero) -> tuple[bool, bool, str]:
+    """The three settings of a layer's quantizer, checked together."""
+    symmetric, mask_aware = checks.flag("symmetric", symmetric), checks.flag("mask_aware", mask_aware)
+    zero = checks.one_of("zero", zero, ZEROS)
+    if zero == "zero_point" and symmetric:
+        raise ValueError("zero='zero_point' is the asymmetric grid with an integer zero point; the "
+                         "symmetric grid (symmetric=True) has the level 0 already: pass one of them")
+    if zero == "schedule" and not mask_aware:
+        raise ValueError("zero='schedule' keeps the schedule's pruned positions at 0, which is "
+                         "mask-aware by definition; mask_aware=False is the naive quantizer (zero='float')")
+    return symmetric, mask_aware, zero
+
+
+def _scheme(q: Quantize) -> str:
+    """The quantizer in words, as `bits_table` prints it: 'asymmetric', 'symmetric', then
+    ', naive', ', schedule mask' or ', zero point' when it is not the course's."""
+    words = "symmetric" if q.symmetric else "asymmetric"
+    if not q.mask_aware:
+        words += ", naive"
+    if q.zero == "schedule":
+        words += ", schedule mask" + ("" if q.keep is not None else " (none yet)")
+    elif q.zero == "zero_point":
+        words += ", zero point"
+    return words
 
 
 def quantizable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -268,7 +403,7 @@ def _resolve(net: nn.Module, layers) -> list[tuple[str, nn.Module]]:
 
 
 def quantizer_of(module: nn.Module) -> Quantize | None:
-    """The layer's `Quantize` parametrization (attributes bits, symmetric, mask_aware), or None."""
+    """The layer's `Quantize` parametrization (attributes bits, symmetric, mask_aware, zero), or None."""
     return find(module, Quantize)
 
 
@@ -279,18 +414,22 @@ def bits_of(module: nn.Module) -> int | None:
 
 
 def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
-             layers=None) -> nn.Module:
+             zero: str = "float", layers=None) -> nn.Module:
     """Quantize the weights of ``layers`` to ``bits`` bits from now on; returns ``net``.
 
     layers: names or (name, module) pairs (one name alone: that layer); default
     `quantizable_layers` (ResNet-20's 18 residual convolutions). A layer without a quantizer gets a `Quantize` parametrization, after its pruning
-    mask if it has one; a layer that has one is reconfigured in place (bits, scheme, mask-awareness),
-    so bits can change on an existing (pruned) model without rebuilding it. ``bits=None`` removes
+    mask if it has one; a layer that has one is reconfigured in place (bits, scheme, mask-awareness,
+    zero option), so bits can change on an existing (pruned) model without rebuilding it.
+    zero: which weights are exactly 0, one of `ZEROS` (module docstring): "float" (the course's:
+    the float weight's zeros), "schedule" (the pruning schedule's current mask; hand it over by
+    training with ``labkit.prune.IterativePruning``), "zero_point" (an integer zero point grid). ``bits=None`` removes
     the quantizer and leaves everything else (the mask) as it was: the float model again.
     The layer's Parameter is never replaced: an optimizer built before keeps updating it.
-    Raises ValueError, before changing anything, for bad bits, flags or layer names.
+    Raises ValueError, before changing anything, for bad bits, flags, zero option or layer names,
+    or a combination that excludes itself (symmetric with "zero_point", naive with "schedule").
     """
-    symmetric, mask_aware = checks.flag("symmetric", symmetric), checks.flag("mask_aware", mask_aware)
+    symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     bits = _check_bits(bits, symmetric)
     for _, module in _resolve(net, layers):
         q = quantizer_of(module)
@@ -298,32 +437,33 @@ def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_
             if q is not None:
                 remove(module, q)          # the mask, if any, stays
         elif q is not None:
-            q.configure(bits, symmetric=symmetric, mask_aware=mask_aware)
+            q.configure(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero)
         else:
-            add(module, Quantize(bits, symmetric=symmetric, mask_aware=mask_aware))  # after a Mask
+            add(module, Quantize(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero))  # after a Mask
     return net
 
 
 def quantized(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
-              layers=None) -> nn.Module:
+              zero: str = "float", layers=None) -> nn.Module:
     """A deep copy of ``net`` quantized with ``set_bits(copy, bits, ...)`` (same arguments);
     ``net`` is not changed. The copy is independent: changing one never changes the other."""
-    symmetric, mask_aware = checks.flag("symmetric", symmetric), checks.flag("mask_aware", mask_aware)
+    symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     _check_bits(bits, symmetric)           # bad arguments are refused before copying
     names = [name for name, _ in _resolve(net, layers)]   # the copy's layers of the same names
-    return set_bits(copy.deepcopy(net), bits, symmetric=symmetric, mask_aware=mask_aware, layers=names)
+    return set_bits(copy.deepcopy(net), bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero,
+                    layers=names)
 
 
 @contextlib.contextmanager
 def bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
-         layers=None):
+         zero: str = "float", layers=None):
     """``with quant.bits(net, 4): ...``: ``net`` quantized as ``set_bits(net, bits, ...)`` inside
     the block; afterwards (also when the block raises) each of those layers has its previous
     quantizer settings again, or no quantizer if it had none. Yields ``net``."""
     pairs = _resolve(net, layers)
     before = [(module, quantizer_of(module)) for _, module in pairs]
     before = [(module, None if q is None else q.get_extra_state()) for module, q in before]
-    set_bits(net, bits, symmetric=symmetric, mask_aware=mask_aware, layers=pairs)
+    set_bits(net, bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero, layers=pairs)
     try:
         yield net
     finally:
@@ -334,7 +474,9 @@ def bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_awar
             elif state is not None and q is not None:
                 q.set_extra_state(state)
             elif state is not None:
-                add(module, Quantize(**state))
+                q = Quantize(state["bits"], symmetric=state["symmetric"])
+                q.set_extra_state(state)
+                add(module, q)
 
 
 def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,9 +485,10 @@ def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     codes: int64 of the weight's shape, in 0..len(codebook) - 1; codebook: the float32 levels
     (2^b asymmetric, 2^b - 1 symmetric; see `encode`). They reproduce the effective weight bit for
     bit: ``torch.where(module.weight != 0, codebook[codes], 0.0)`` equals ``module.weight``
-    (symmetric: ``codebook[codes]`` alone does). The zeros of the weight include every pruned
-    position (``labkit.prune.masks(net)[name]`` False); a mask-aware asymmetric quantizer has no
-    level 0, so the codes there are meaningless (0).
+    (symmetric and zero point: ``codebook[codes]`` alone does). The zeros of the weight include
+    every pruned position (``labkit.prune.masks(net)[name]`` False, or the schedule's mask with
+    zero="schedule"); a mask-aware asymmetric quantizer has no level 0, so the codes there are
+    meaningless (0).
     Raises ValueError for a layer without a quantizer.
     """
     q = quantizer_of(module)
@@ -359,7 +502,7 @@ def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
             if p is q:
                 break
             W = p(W)
-        return encode(W, q.bits, symmetric=q.symmetric, mask=q.kept(W))
+        return encode(W, q.bits, symmetric=q.symmetric, zero_point=q.zero == "zero_point", mask=q.kept(W))
 
 
 def bits_table(net: nn.Module) -> str:
@@ -376,7 +519,6 @@ def bits_table(net: nn.Module) -> str:
             continue
         c, codebook = codes(module)
         used = torch.unique(c[nonzero]).numel()
-        scheme = ("symmetric" if q.symmetric else "asymmetric") + ("" if q.mask_aware else ", naive")
-        rows.append([name, W.numel(), q.bits, scheme, f"{used}/{codebook.numel()}",
+        rows.append([name, W.numel(), q.bits, _scheme(q), f"{used}/{codebook.numel()}",
                      1 - nonzero.float().mean().item()])
     return table(rows, ["layer", "weights", "bits", "scheme", "levels used", "sparsity"], floatfmt=".2%")

@@ -41,8 +41,10 @@ class Clock:
 
 
 def run_header(data=None, device=None, config=None, *, profile: settings.Profile | None = None) -> str:
-    """One paragraph saying what this run is: date, device, versions, profile, dataset size and,
-    with a :class:`labkit.train.TrainConfig`, the precision and memory format training runs in.
+    """One paragraph saying what this run is: date, device, versions, profile, dataset size and the
+    protocol of its training runs (which images choose the epoch, which report it:
+    :meth:`labkit.data.CIFAR10.protocol`) and, with a :class:`labkit.train.TrainConfig`, the
+    precision and memory format training runs in.
     ``profile``: a :class:`labkit.settings.Profile` (None: ``$LABKIT_PROFILE``, read here).
     Formats only: the run's time is a :class:`Clock`'s (see :func:`run_footer`)."""
     import torch
@@ -53,10 +55,11 @@ def run_header(data=None, device=None, config=None, *, profile: settings.Profile
         f"device: {device_name(device)}; torch {torch.__version__}, python {platform.python_version()}",
     ]
     if data is not None:
-        lines.append(f"data: CIFAR-10, {len(data.train)} train / {len(data.test)} test images")
+        lines.append(f"data: CIFAR-10, {_counts(data)}")
+        lines.append(f"selection: {data.protocol()}")
     if config is not None:
         lines.append(f"training: {describe(config, device or 'cpu')} (precision={config.precision!r}); "
-                     f"evaluation: fp32; validation: {config.val_fraction:.0%} of the training images")
+                     f"evaluation: fp32")
     return "\n".join(lines)
 
 
@@ -68,22 +71,37 @@ def run_footer(clock: Clock | None) -> str:
     return f"run time: {seconds / 60:.1f} min ({seconds:.0f} s)"
 
 
+def _counts(data) -> str:
+    val = "" if data.val is None else f" / {len(data.val)} validation"
+    return f"{len(data.train)} train{val} / {len(data.test)} test images"
+
+
 def _now() -> str:
     return f"{_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
+CHOSEN_BY = {"val_acc": "validation-selected epoch", "last": "last epoch (no selection)"}
+
+
 def seeds_table(runs) -> str:
     """One row per method, {label: [History of each seed]}: mean ± std over the seeds of the test
-    accuracy at the validation-selected epoch (what we report), of the best test accuracy of any
-    epoch (the course's protocol, optimistic) and of the final test accuracy."""
-    rows = []
+    accuracy of the reported epoch (:attr:`History.best_acc`: the validation-selected epoch, or the last
+    one when the runs had no validation images; the header says which), of the best test accuracy of
+    any epoch (the course's protocol, optimistic: the test images choose) and of the final test accuracy.
+    Runs reported in different ways get a column saying how, per row."""
+    rows, ways = [], []
     for label, histories in runs.items():
         histories = list(histories)
         if not histories:
             raise ValueError(f"seeds_table: no run for {label!r}")
-        rows.append([label, len(histories), pm([h.best_acc for h in histories]),
+        way = " / ".join(sorted({CHOSEN_BY[h.selected_on] for h in histories}))
+        ways.append(way)
+        rows.append([label, len(histories), way, pm([h.best_acc for h in histories]),
                      pm([h.peak_test_acc for h in histories]), pm([h.final_acc for h in histories])])
-    return table(rows, ["run", "seeds", "validation-selected", "course protocol (best test)", "final"])
+    course = "course protocol (best test epoch, optimistic)"
+    if len(set(ways)) == 1:
+        return table([row[:2] + row[3:] for row in rows], ["run", "seeds", ways[0], course, "final"])
+    return table(rows, ["run", "seeds", "reported epoch", "test accuracy", course, "final"])
 
 
 # --- results for the book's results page ------------------------------------------------------------
@@ -96,6 +114,8 @@ class Results:
         results.add("finetune_c", mean, std=std, n=3, part="(c)", label="one-shot + fine-tuning")
         results.save()     # labs/results/lab2.json (full profile) or labs/results/ci/lab2.json
 
+    ``data``: the data the lab's training runs use (e.g. ``data.validation_from_test(cifar)``): its image
+    counts and its protocol (:meth:`labkit.data.CIFAR10.protocol`) are saved as ``run['selection']``.
     ``profile``: the run's :class:`labkit.settings.Profile`, fixed here (None: ``$LABKIT_PROFILE``,
     read once, now): it decides where :meth:`save` writes. ``clock``: the run's :class:`Clock`
     (None: one started now); its minutes are saved. ``unit`` is ``'acc'`` (an accuracy fraction,
@@ -115,8 +135,11 @@ class Results:
                     "torch": torch.__version__}
         if data is not None:
             self.run.update(train_images=len(data.train), test_images=len(data.test))
+            if data.val is not None:
+                self.run["val_images"] = len(data.val)
+            self.run["selection"] = data.protocol()
         if config is not None:
-            self.run.update(precision=describe(config, device or "cpu"), val_fraction=config.val_fraction)
+            self.run["precision"] = describe(config, device or "cpu")
         if seeds is not None:
             self.run["seeds"] = [int(s) for s in seeds]
 

@@ -1,5 +1,5 @@
-"""One training loop for every lab: one visible configuration, mixed precision, model selection on a
-validation split, and callbacks for what differs between experiments.
+"""One training loop for every lab: one visible configuration, mixed precision, model selection on
+validation images the model never saw, and callbacks for what differs between experiments.
 
 :class:`TrainConfig` states the course's fine-tuning setup once (book/lab2_theory.md): SGD with
 learning rate 0.002, momentum 0.875, weight decay 1e-4, batch 256, random crop 32 with padding 4
@@ -10,11 +10,14 @@ bf16 autocast where the device computes bf16 natively (CPUs with AVX512-BF16 or 
 with bf16), fp16 autocast with a gradient scaler on older CUDA GPUs, fp32 elsewhere; the model
 and the batches in ``channels_last`` on the CPU and CUDA. Evaluation is always exact fp32.
 
-Selection without the test set: the loop holds out ``val_fraction`` of the training images
-(class-balanced, fixed seed) and selects the epoch of the best *validation* accuracy; the test
-accuracy of that epoch is what a run reports (:attr:`History.best_acc`). The course's protocol,
-the best *test* accuracy over the epochs, is :attr:`History.peak_test_acc`: it is optimistic,
-because picking the maximum of noisy test accuracies uses the test set to choose.
+Selection on images the model never saw: the pretrained checkpoint was trained on all 50 000
+training images, so no part of them is unseen. With ``data.val`` (``labkit.data.validation_from_test``:
+a class-balanced, seed-fixed part of the test images) the loop selects the epoch of the best
+*validation* accuracy and reports its accuracy on ``data.test``, the other test images
+(:attr:`History.best_acc`). Without ``data.val`` nothing is selected: the last epoch of the fixed
+schedule is reported (:attr:`History.selected_on` is ``"last"``); the test images never choose.
+The course's protocol, the best *test* accuracy over the epochs, is :attr:`History.peak_test_acc`:
+it is optimistic, because picking the maximum of noisy test accuracies uses the test set to choose.
 
 The device is the model's: move the model with ``net.to(devices.pick_device())`` and the loop
 moves the data there. Nothing inside a step waits for the device: the loss and the count of correct
@@ -41,7 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import checks, settings
-from .data import CIFAR10, Split, batches, split_validation
+from .data import CIFAR10, Split, batches
 from .devices import MEMORY_FORMATS, PRECISIONS, autocast, model_device, resolve_memory_format, resolve_precision
 from .files import save_torch
 from .layers import evaluating
@@ -69,18 +72,14 @@ class TrainConfig:
     precision: str = "auto"       # training steps: "auto" (by capability), "fp32", "bf16", "fp16"
     memory_format: str = "auto"   # "auto" (channels_last on CPU and CUDA), "channels_last", "contiguous"
     seed: int = 0                 # shuffling and augmentation; runs with other seeds measure the noise
-    val_fraction: float = 0.1     # training images held out (class-balanced) to select the epoch; 0: none
-    val_seed: int = 0             # which images are held out: fixed, so that seeds differ only in training
 
     def __post_init__(self):
         checks.integer("epochs", self.epochs, minimum=0)
         checks.integer("batch_size", self.batch_size, minimum=1)
         checks.integer("seed", self.seed, minimum=0)
-        checks.integer("val_seed", self.val_seed, minimum=0)
         checks.number("lr", self.lr, positive=True)
         checks.number("momentum", self.momentum, minimum=0)
         checks.number("weight_decay", self.weight_decay, minimum=0)
-        checks.fraction("val_fraction", self.val_fraction, closed=False)
         checks.one_of("precision", self.precision, PRECISIONS)
         checks.one_of("memory_format", self.memory_format, MEMORY_FORMATS)
         checks.flag("augment", self.augment)
@@ -94,13 +93,15 @@ class TrainConfig:
         return dataclasses.replace(self, **overrides)
 
 
-@torch.no_grad()
 def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
     """Top-1 accuracy of ``net`` on ``split`` (a fraction in [0, 1]), in eval mode, in fp32, on the
-    model's device. The model's train/eval mode is restored afterwards.
+    model's device. The model's train/eval mode and memory format are restored afterwards.
 
     Evaluation never uses reduced precision: an evaluation-only result (a pretrained or a pruned
-    model) is the same whichever precision the training runs use.
+    model) is the same whichever precision the training runs use. It runs under
+    ``torch.inference_mode`` with the model and the images in ``channels_last`` on the CPU and CUDA
+    (the faster convolutions there; the same predictions, checked on the pretrained, pruned and
+    quantized ResNet-20 of the labs).
     """
     if not isinstance(split, Split):
         hint = "; pass one split of it, e.g. data.test" if isinstance(split, CIFAR10) else ""
@@ -108,18 +109,33 @@ def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
     if len(split) == 0:
         raise ValueError("evaluate: the split holds no images")
     device = model_device(net)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    with evaluating(net), torch.autocast(device_type=device.type, enabled=False):  # fp32 even inside autocast
-        for X, y in batches(split.to(device), batch_size):
-            correct += (net(X).argmax(dim=1) == y).sum()
-    return correct.item() / len(split)  # the one sync
+    memory_format = resolve_memory_format("auto", device)
+    convert = memory_format == torch.channels_last and not _channels_last(net)
+    if convert:
+        net.to(memory_format=memory_format)     # outside inference mode: the parameters stay trainable
+    try:
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        with evaluating(net), torch.inference_mode(), \
+                torch.autocast(device_type=device.type, enabled=False):  # fp32 even inside autocast
+            for X, y in batches(split.to(device), batch_size):
+                correct += (net(X.contiguous(memory_format=memory_format)).argmax(dim=1) == y).sum()
+        return correct.item() / len(split)  # the one sync
+    finally:
+        if convert:
+            net.to(memory_format=torch.contiguous_format)
+
+
+def _channels_last(net: nn.Module) -> bool:
+    """Are all 4-d parameters and buffers of ``net`` in channels_last (as ``train`` puts them)?"""
+    tensors = [t for t in itertools.chain(net.parameters(), net.buffers()) if t.dim() == 4]
+    return bool(tensors) and all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors)
 
 
 class Callback:
     """What an experiment adds to the loop. Every method is a no-op; override what you need.
 
     ``epoch`` counts from 0. ``record`` is the epoch's dict in :attr:`History.records`
-    (``epoch``, ``loss``, ``train_acc``, ``val_acc``, ``test_acc``, ``train_time``, ``time``); a
+    (``epoch``, ``loss``, ``train_acc``, ``val_acc``, ``test_acc``, ``train_time``, ``eval_time``, ``time``); a
     callback may add keys (e.g. ``sparsity``) and may set ``record['eligible'] = False`` so that
     the epoch cannot be selected (e.g. before the target sparsity). ``on_record`` comes after every
     callback's ``on_epoch_end``, with the epoch's final record: act on it there (save, log), so
@@ -138,15 +154,17 @@ class Callback:
 
 
 def _selection_key(records) -> str:
-    """Validation accuracy when the run held out a validation split, else test accuracy."""
-    return "val_acc" if records and all(r.get("val_acc") is not None for r in records) else "test_acc"
+    """``'val_acc'`` when every epoch has a validation accuracy (the data had ``val``), else ``'last'``:
+    no selection, the last eligible epoch. The test accuracy never selects."""
+    return "val_acc" if records and all(r.get("val_acc") is not None for r in records) else "last"
 
 
 class SaveBest(Callback):
     """Saves ``net.state_dict()`` (masks included) to ``path`` at the epoch :class:`History` selects:
-    the eligible epoch of the best validation accuracy (of the best test accuracy when the run has no
-    validation split); the first of equal ones. The file is written atomically
-    (:func:`labkit.files.save_torch`): a save that fails halfway leaves the previous best as it was."""
+    the eligible epoch of the best validation accuracy, the first of equal ones; without validation
+    images (no selection) every eligible epoch, so that the file holds the last one. The file is
+    written atomically (:func:`labkit.files.save_torch`): a save that fails halfway leaves the
+    previous one as it was."""
 
     def __init__(self, path):
         self.path = path
@@ -154,13 +172,16 @@ class SaveBest(Callback):
 
     def on_resume(self, history):
         eligible = [r for r in history.records if r.get("eligible", True)]
-        key = _selection_key(history.records)
-        self.best = max((r[key] for r in eligible), default=-math.inf)
+        if _selection_key(history.records) == "val_acc":
+            self.best = max((r["val_acc"] for r in eligible), default=-math.inf)
 
     def on_record(self, epoch, net, record):
-        score = record[_selection_key([record])]
-        if record.get("eligible", True) and score > self.best:
-            self.best = score
+        if not record.get("eligible", True):
+            return
+        if _selection_key([record]) == "last":
+            save_torch(net.state_dict(), self.path)
+        elif record["val_acc"] > self.best:
+            self.best = record["val_acc"]
             save_torch(net.state_dict(), self.path)
 
 
@@ -168,8 +189,9 @@ class SaveBest(Callback):
 class History:
     """Per-epoch records of one training run.
 
-    Selection counts only eligible epochs and uses the validation accuracy (the test accuracy when
-    the run had no validation split): :attr:`best_epoch` is that epoch, :attr:`best_acc` its *test*
+    Selection counts only eligible epochs and uses the validation accuracy (``data.val``); a run
+    without validation images selects nothing and reports its last eligible epoch
+    (:attr:`selected_on` ``'last'``). :attr:`best_epoch` is that epoch, :attr:`best_acc` its *test*
     accuracy, the number a run reports. :attr:`peak_test_acc` is the course's protocol, the best test
     accuracy over the eligible epochs: optimistic, since it uses the test set to choose.
     """
@@ -182,17 +204,23 @@ class History:
 
     @property
     def selected_on(self) -> str:
-        """The record key epochs are selected on: ``'val_acc'`` or ``'test_acc'``."""
+        """How the reported epoch is chosen: ``'val_acc'`` (the best validation accuracy) or ``'last'``
+        (no validation images: no selection, the last eligible epoch)."""
         return _selection_key(self.records)
 
     @property
     def _selected(self) -> dict | None:
-        eligible, key = self._eligible, self.selected_on
-        return max(eligible, key=lambda r: r[key]) if eligible else None  # max keeps the first of ties
+        eligible = self._eligible
+        if not eligible:
+            return None
+        if self.selected_on == "last":
+            return eligible[-1]
+        return max(eligible, key=lambda r: r["val_acc"])  # max keeps the first of ties
 
     @property
     def best_epoch(self) -> int | None:
-        """Epoch (from 1, as printed) selected: the best validation accuracy among eligible epochs."""
+        """Epoch (from 1, as printed) reported: the best validation accuracy among eligible epochs,
+        or the last eligible epoch when the run had no validation images."""
         r = self._selected
         return None if r is None else r["epoch"]
 
@@ -210,7 +238,8 @@ class History:
 
     @property
     def peak_test_acc(self) -> float:
-        """The course's protocol: the best test accuracy over the eligible epochs (optimistic)."""
+        """The course's protocol: the best test accuracy over the eligible epochs. Optimistic: the
+        test images choose the epoch they then score."""
         return max((r["test_acc"] for r in self._eligible), default=math.nan)
 
     @property
@@ -232,9 +261,12 @@ class History:
         n = len(self.records)
         if self.best_epoch is None:
             return f"{n} epochs; final test accuracy {self.final_acc:.2%}; no epoch was eligible for selection"
-        on = "validation" if self.selected_on == "val_acc" else "test"
-        return (f"epoch {self.best_epoch} of {n} selected on {on} accuracy: test accuracy {self.best_acc:.2%}"
-                f" (best test accuracy of any epoch {self.peak_test_acc:.2%}; final {self.final_acc:.2%})")
+        course = f"course protocol (best test accuracy of any epoch, optimistic) {self.peak_test_acc:.2%}"
+        if self.selected_on == "last":
+            return (f"no validation images, no selection: epoch {self.best_epoch} of {n} (the last eligible), "
+                    f"test accuracy {self.best_acc:.2%}; {course}")
+        return (f"epoch {self.best_epoch} of {n} selected on validation accuracy ({self.best_val_acc:.2%}): "
+                f"test accuracy {self.best_acc:.2%}; {course}; final {self.final_acc:.2%}")
 
     def table(self, *keys: str) -> str:
         """A text table of the given record keys, one row per epoch; accuracies and sparsities
@@ -307,17 +339,26 @@ class _Snapshot:
             t.copy_(copy)
 
 
-def _resume_from(path: Path, config: TrainConfig, net, optimizer, scaler, generator) -> list[dict]:
+def _sizes(data: CIFAR10) -> dict:
+    """The image counts of a run's data, stored in its checkpoint: a resumed run must use the same."""
+    return {"train": len(data.train), "val": 0 if data.val is None else len(data.val), "test": len(data.test)}
+
+
+def _resume_from(path: Path, config: TrainConfig, data: CIFAR10, net, optimizer, scaler, generator) -> list[dict]:
     """Load the checkpoint ``train(checkpoint=path)`` wrote; returns the records of its epochs."""
     if not path.is_file():
         raise FileNotFoundError(f"resume=True but there is no checkpoint {path}: run "
                                 f"train(..., checkpoint={str(path)!r}) first (resume=False)")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = dict(state["config"], epochs=config.epochs)
-    changed = {k: (v, getattr(config, k)) for k, v in saved.items() if getattr(config, k) != v}
+    saved, now = dict(state["config"], epochs=config.epochs), dataclasses.asdict(config)
+    changed = {k: (saved.get(k, "absent"), now.get(k, "absent")) for k in saved.keys() | now.keys()
+               if saved.get(k, "absent") != now.get(k, "absent")}
     if changed:
         raise ValueError(f"cannot resume {path} with another configuration (only epochs may change); "
                          f"changed (saved, now): {changed}")
+    if state.get("data") != _sizes(data):
+        raise ValueError(f"cannot resume {path} on other data: it was trained with {state.get('data')} images "
+                         f"(train, validation, test), this data has {_sizes(data)}")
     net.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
@@ -355,7 +396,8 @@ def train(
             callbacks get :meth:`Callback.on_resume`. The resumed run equals an uninterrupted one.
 
     Steps:
-        1. hold out ``config.val_fraction`` of ``data.train`` (class-balanced, ``config.val_seed``);
+        1. trains on all of ``data.train``; ``data.val`` (if any, e.g. from
+           :func:`labkit.data.validation_from_test`) chooses the epoch, ``data.test`` is reported;
            an empty training or test split is an error before anything changes;
         2. every epoch: shuffle and augment on the model's device (``config.seed``), train with
            autocast in the config's precision and memory format (see
@@ -374,9 +416,10 @@ def train(
     (``labkit.data.shrink`` does it visibly for CI).
 
     Returns the :class:`History`: per epoch ``loss`` and ``train_acc`` (of the training steps, on
-    augmented images), ``val_acc``, ``test_acc``, ``train_time`` (seconds of the training steps,
-    without the callbacks' epoch-begin work) and ``time`` (the whole epoch with evaluation), and
-    whatever the callbacks record.
+    augmented images), ``val_acc`` (on ``data.val``; None without it), ``test_acc`` (on ``data.test``),
+    ``train_time`` (seconds of the training steps, without the callbacks' epoch-begin work),
+    ``eval_time`` (seconds of the two evaluations) and ``time`` (the whole epoch), and whatever the
+    callbacks record.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -393,14 +436,15 @@ def train(
     device = model_device(net)
     precision = resolve_precision(config.precision, device)
     memory_format = resolve_memory_format(config.memory_format, device)
-    train_split, val_split = split_validation(data.train, config.val_fraction, seed=config.val_seed)
-    if len(train_split) == 0:
-        raise ValueError(f"train: no training images (data.train holds {len(data.train)}, "
-                         f"val_fraction={config.val_fraction} holds out {len(val_split)}); nothing was trained")
+    if len(data.train) == 0:
+        raise ValueError("train: no training images (data.train holds none); nothing was trained")
     if len(data.test) == 0:
         raise ValueError("train: data.test holds no images, so no epoch could be evaluated; nothing was trained")
-    train_split, test_split = train_split.to(device), data.test.to(device)
-    val_split = val_split.to(device) if len(val_split) else None
+    if data.val is not None and len(data.val) == 0:
+        raise ValueError("train: data.val holds no images, so no epoch could be selected; pass data without "
+                         "val (no selection: the last epoch) or with validation images; nothing was trained")
+    train_split, test_split = data.train.to(device), data.test.to(device)
+    val_split = None if data.val is None else data.val.to(device)
     if optimizer is None:
         optimizer = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                                     weight_decay=config.weight_decay)
@@ -409,7 +453,7 @@ def train(
     callbacks = list(callbacks)
     history = History()
     if resume:
-        history.records = _resume_from(checkpoint, config, net, optimizer, scaler, generator)
+        history.records = _resume_from(checkpoint, config, data, net, optimizer, scaler, generator)
 
     for cb in callbacks:
         cb.on_train_begin(net, optimizer)
@@ -437,8 +481,10 @@ def train(
                     f"the start of epoch {epoch + 1}, the last finite state (error.history holds the "
                     f"{len(history.records)} finished epochs). Try a smaller lr.",
                     history=history, epoch=epoch + 1, step=record["diverged_at"])
+            evaluation_start = time.perf_counter()
             record["val_acc"] = None if val_split is None else evaluate(net, val_split)
             record["test_acc"] = evaluate(net, test_split)
+            record["eval_time"] = time.perf_counter() - evaluation_start
             record["time"] = time.perf_counter() - start        # the whole epoch, evaluation included
             for cb in callbacks:
                 cb.on_epoch_end(epoch, net, record)
@@ -447,7 +493,7 @@ def train(
             snapshot = None
             history.records.append(record)
             if checkpoint is not None:
-                save_torch({"config": dataclasses.asdict(config), "model": net.state_dict(),
+                save_torch({"config": dataclasses.asdict(config), "data": _sizes(data), "model": net.state_dict(),
                             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                             "generator": generator.get_state(), "records": history.records}, checkpoint)
             best = "-" if history.best_epoch is None else f"{history.best_acc:.2%}"  # "-": none eligible yet

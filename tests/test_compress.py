@@ -74,6 +74,28 @@ def test_round_trip_bit_exact(tmp_path, kind, huffman):
     assert report.file_bytes == (tmp_path / "m.lkdc").stat().st_size
 
 
+@pytest.mark.parametrize("zero", ["float", "schedule", "zero_point"])
+def test_round_trip_of_each_quantizer_variant_while_weights_regrow(tmp_path, zero):
+    """Lab 3 (e)'s three quantizer variants, after a pruning step that holds nothing and regrowth:
+    stored as codes + codebook and loaded bit for bit."""
+    net = random_resnet(3)
+    quant.set_bits(net, 4, zero=zero)
+    schedule = prune.IterativePruning(0.8, 2, scope="global")
+    schedule.on_epoch_begin(0, net, None)                 # prunes 40 %, holds nothing
+    with torch.no_grad():                                 # the pruned weights regrow a little
+        for _, m in prunable_layers(net):
+            m.weight.add_(1e-3 * torch.randn(m.weight.shape, generator=torch.Generator().manual_seed(7)))
+    report = save(net, tmp_path / "m.lkdc")
+    assert_same_model(net, load(tmp_path / "m.lkdc"))
+    layers = {layer.name: layer for layer in report.layers}
+    for name, m in quant.quantizable_layers(net):
+        c, codebook = quant.codes(m)
+        assert torch.equal(torch.where(m.weight != 0, codebook[c], 0.0), m.weight)
+        if zero == "schedule":
+            assert torch.equal(m.weight == 0, ~schedule.keep[name])
+        assert "codes" in layers[name].stored_as
+
+
 @pytest.mark.parametrize("index_bits", [1, 3, 8])
 def test_round_trip_other_index_widths(tmp_path, index_bits):
     net = make("pruned+quantized", seed=1)

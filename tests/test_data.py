@@ -530,3 +530,67 @@ def test_shrink_takes_a_profile():
         D.shrink(ds, "ci")
     with pytest.raises(ValueError, match="CIFAR10"):
         D.shrink(ds.train, settings.PROFILES["ci"])
+
+
+# --------------------------------------------------------------------------- validation from the test images
+
+def balanced_index_split(counts) -> Split:
+    """Images that carry their index (first pixel), labels by class in interleaved order."""
+    labels = torch.tensor([c for i in range(max(counts)) for c, n in enumerate(counts) if i < n])
+    images = torch.zeros(len(labels), 3, 32, 32, dtype=torch.uint8)
+    images[:, 0, 0, 0] = torch.arange(len(labels)) % 256
+    images[:, 0, 0, 1] = torch.arange(len(labels)) // 256
+    return Split(images, labels)
+
+
+def ids(split: Split) -> list[int]:
+    return (split.images[:, 0, 0, 0].long() + 256 * split.images[:, 0, 0, 1].long()).tolist()
+
+
+def test_validation_from_test_is_disjoint_class_balanced_seeded_and_keeps_the_order():
+    from labkit import settings
+
+    test = balanced_index_split([101, 99, 102, 100])
+    ds = D.CIFAR10(index_split(50), test, CLASSES[:4])
+    tuned = D.validation_from_test(ds)
+    assert tuned.train is ds.train and tuned.classes == ds.classes and ds.val is None   # ds unchanged
+    ids_val, ids_test = ids(tuned.val), ids(tuned.test)
+    assert not set(ids_val) & set(ids_test)                                     # disjoint
+    assert sorted(ids_val + ids_test) == list(range(len(test)))                 # together: every test image
+    assert ids_val == sorted(ids_val) and ids_test == sorted(ids_test)          # original order kept
+    assert torch.equal(tuned.val.labels, test.labels[ids_val])
+    per_class = Counter(tuned.val.labels.tolist())
+    assert per_class == {c: round(n / 2) for c, n in enumerate([101, 99, 102, 100])}   # round(0.5 * count)
+    again, other = D.validation_from_test(ds), D.validation_from_test(ds, seed=1)
+    assert torch.equal(again.val.images, tuned.val.images)
+    assert not torch.equal(other.val.images, tuned.val.images)
+    assert Counter(D.validation_from_test(ds, 0.25).val.labels.tolist()) == {0: 25, 1: 25, 2: 26, 3: 25}
+    assert tuned.protocol() == ("validation: 201 of the 402 test images (class-balanced, seed 0) choose "
+                                "the epoch; reported on the other 201")
+    assert ds.protocol().startswith("no validation images: no epoch is selected, the last one is reported")
+    # moved and shrunk: validation and test images stay as they are
+    moved = tuned.to("cpu")
+    assert torch.equal(moved.val.images, tuned.val.images) and moved.val_origin == tuned.val_origin
+    small = D.shrink(D.validation_from_test(D.CIFAR10(index_split(2000), test, CLASSES[:4])), settings.PROFILES["ci"])
+    assert len(small.train) == 1024 and len(small.val) == 201 and len(small.test) == 201
+    with pytest.raises(ValueError, match="validation images already"):
+        D.validation_from_test(tuned)
+    for bad in (0, 1.0, -0.1, True):
+        with pytest.raises(ValueError, match="fraction"):
+            D.validation_from_test(ds, bad)
+    with pytest.raises(ValueError, match="CIFAR10"):
+        D.validation_from_test(ds.test)
+
+
+def test_validation_from_the_offline_test_images(subset_root):
+    ds = cifar10(root=subset_root, download=False, verbose=False)
+    tuned = D.validation_from_test(ds)
+    assert len(tuned.train) == 5085 and len(tuned.val) + len(tuned.test) == 1017
+    assert abs(len(tuned.val) - len(tuned.test)) <= 10
+    counts = Counter(ds.test.labels.tolist())
+    assert all(abs(2 * n - counts[c]) <= 1 for c, n in Counter(tuned.val.labels.tolist()).items())
+    # every test image lands in exactly one part: match the images themselves
+    key = lambda s: {bytes(x) for x in s.images.flatten(1).numpy()}           # noqa: E731
+    assert not key(tuned.val) & key(tuned.test) and key(tuned.val) | key(tuned.test) == key(ds.test)
+    assert tuned.protocol().startswith(f"validation: {len(tuned.val)} of the 1017 test images (class-balanced, "
+                                       f"seed 0) choose the epoch; reported on the other {len(tuned.test)}")

@@ -43,6 +43,7 @@ def test_stages_add_up_to_the_files(tmp_path):
     assert t["+ quantization"] == compress.size_report(net, huffman=False).file_bytes
     assert t["torch.save"] > t["CSR"] > t["+ quantization"] > t["+ Huffman"]
     assert st["CSR"]["codebooks"] == 0 < st["+ quantization"]["codebooks"]   # CSR: float values
+    assert st["CSR"]["codes"] == 0 < st["CSR"]["float values"]                 # ... named so
 
 
 def test_stages_leave_the_model_working(tmp_path):
@@ -119,7 +120,7 @@ def test_the_csr_stage_bakes_a_copy_without_channel_pruning(tmp_path, monkeypatc
     monkeypatch.setattr(structured, "prune_channels", refuse)
     net = _net(q=0.8, bits=4)
     st = footprint.stages(net, tmp_path, "m")
-    assert st["CSR"]["codebooks"] == 0 and st["CSR"]["codes"] > st["+ quantization"]["codes"]
+    assert st["CSR"]["codebooks"] == 0 and st["CSR"]["float values"] > st["+ quantization"]["codes"]
 
 
 def test_the_csr_stage_stores_the_effective_weights(tmp_path):
@@ -129,6 +130,61 @@ def test_the_csr_stage_stores_the_effective_weights(tmp_path):
     quant.set_bits(net, 2, symmetric=True)
     st = footprint.stages(net, tmp_path, "s")
     plain = compress.load(tmp_path / "s.lkc")
-    assert st["CSR"] == {**compress.size_report(plain, huffman=False).parts_bytes,
-                         "header": compress.size_report(plain, huffman=False).header_bytes}
-    assert st["CSR"]["codes"] < 0.9 * footprint.stages(_net(), tmp_path, "d")["CSR"]["float"]
+    report = compress.size_report(plain, huffman=False)
+    values = sum(layer.bits["codes"] for layer in report.layers) / 8        # every layer float, CSR or dense
+    assert st["CSR"] == {**report.parts_bytes, "codes": 0, "float values": values, "header": report.header_bytes}
+    assert st["CSR"]["float values"] < 0.9 * footprint.stages(_net(), tmp_path, "d")["CSR"]["float"]
+
+
+def test_stage_parts_are_named_by_what_they_hold(tmp_path):
+    """Issue 15: float32 CSR values are "float values", never "codes"; codes only where a layer is
+    quantized (the 18 residual convolutions; the first conv and fc stay float values)."""
+    float_sparse = footprint.stages(_net(q=0.8), tmp_path, "f")
+    quantized = footprint.stages(_net(q=0.8, bits=4), tmp_path, "q")
+    for stage in footprint.STAGES[1:]:
+        assert float_sparse[stage]["codes"] == 0 and float_sparse[stage]["float values"] > 0
+    assert quantized["CSR"]["codes"] == 0 < quantized["CSR"]["float values"]
+    report = compress.size_report(_net(q=0.8, bits=4), huffman=False)
+    first_last = sum(layer.bits["codes"] for layer in report.layers if layer.name in ("conv1", "fc")) / 8
+    assert quantized["+ quantization"]["float values"] == first_last > 0
+    assert quantized["+ quantization"]["codes"] > 0
+    assert all(sum(p.values()) == footprint.totals(quantized)[s] for s, p in quantized.items())
+
+
+def test_plot_stages_draws_a_bar_only_for_a_measured_part(tmp_path):
+    """Every bar is one (model, stage, part) of more than 0 bytes, at its size, coloured and
+    labelled as that part; every such part has its bar."""
+    models_ = {"dense": footprint.stages(_net(), tmp_path, "d"),
+               "pruned 80 %, 4 bits": footprint.stages(_net(q=0.8, bits=4), tmp_path, "q")}
+    ax = footprint.plot_stages(models_, reference=footprint.totals(models_["dense"])["torch.save"]).axes[0]
+    bars = [(round(p.get_x() + p.get_width() / 2, 9), round(p.get_y(), 9), round(p.get_height(), 9), p.get_facecolor())
+            for p in ax.patches]
+    colors = {}
+    legend = {t.get_text(): h for t, h in zip(ax.get_legend().get_texts(), ax.get_legend().legend_handles)}
+    expected = []
+    width = 0.8 / len(footprint.STAGES)
+    for g, st in enumerate(models_.values()):
+        for i, stage in enumerate(footprint.STAGES):
+            x, bottom = g + (i - (len(footprint.STAGES) - 1) / 2) * width, 0.0
+            for part, size in st[stage].items():
+                if size > 0:
+                    expected.append((round(x, 9), round(bottom, 9), round(size / 1e3, 9), part))
+                    bottom += size / 1e3
+    assert len(bars) == len(expected)
+    for (x, y, h, color), (ex, ey, eh, part) in zip(bars, expected):
+        assert (x, y, h) == (ex, ey, eh)
+        colors.setdefault(part, color)
+        assert color == colors[part]                               # one colour per part
+        assert legend[footprint.PART_LABELS[part]].get_facecolor() == color
+    assert set(legend) == {footprint.PART_LABELS[p] for *_, p in expected}   # only parts drawn are named
+    dense_csr = [part for (x, *_ , part) in expected if x < 0.5 and part in ("codes", "codebooks")]
+    assert dense_csr == []                                         # a float model has no codes in any stage
+
+
+def test_torch_save_parts_count_a_schedule_mask_as_masks(tmp_path):
+    net = _net()
+    quant.set_bits(net, 4, zero="schedule")
+    prune.IterativePruning(0.8, 2).on_epoch_begin(0, net, None)       # hands over the masks, holds nothing
+    parts = footprint.torch_save_parts(net, tmp_path / "s.pt")
+    assert parts["masks"] == sum(m.weight.numel() for _, m in quant.quantizable_layers(net))
+    assert sum(parts.values()) == os.path.getsize(tmp_path / "s.pt")

@@ -130,3 +130,14 @@ def test_reference_notes_become_footnotes(mr, results_dir, reference):
     assert "|  | iterative global pruning | not measured | 88.68 % † |" in lines   # same note, same mark
     assert lines.count("† another checkpoint.") == 1
     assert "| PTQ, 4 bits | — | 89.72 % † |" in lines and "† a different note." in lines  # per lab
+
+
+def test_the_gap_to_the_reference_is_said_with_the_recorded_step_counts(mr, results_dir, reference):
+    doc = json.loads((results_dir / "lab2.json").read_text())
+    doc["entries"] += [entry("sgd_steps", 400, unit="steps"), entry("sgd_steps_full", 3920, unit="steps")]
+    (results_dir / "lab2.json").write_text(json.dumps(doc))
+    gap = [l for l in page_lines(mr, results_dir, reference) if l.startswith("- **gap to the reference**")]
+    assert len(gap) == 1
+    assert "400 SGD steps" in gap[0] and "3\u202f920 steps, 9.8 times as many" in gap[0]
+    reference["labs"].pop("lab2")           # nothing to compare with: no gap line
+    assert not [l for l in page_lines(mr, results_dir, reference) if "gap to the reference" in l]

@@ -286,3 +286,66 @@ def test_plot_histories_metric_missing_in_a_run():
         r["val_acc"] = None                      # a run without a validation split
     with pytest.raises(ValueError, match="has no 'val_acc' in every epoch"):
         plots.plot_histories({"a": h}, metric="val_acc")
+
+
+# --- plots draw only what ran (issue 15) ----------------------------------------------------------
+
+def drawn_points(line):
+    """The (x, y) points a Line2D draws (NaN entries are breaks, not points), and its segments:
+    pairs of consecutive points with no NaN between them."""
+    x, y = xy(line)
+    points = [(a, b) for a, b in zip(x, y) if not (np.isnan(a) or np.isnan(b))]
+    segments = [((x[i], y[i]), (x[i + 1], y[i + 1])) for i in range(len(x) - 1)
+                if not np.isnan([x[i], y[i], x[i + 1], y[i + 1]]).any()]
+    return points, segments
+
+
+def test_plot_accuracy_vs_bits_draws_no_point_and_no_segment_without_a_run():
+    """Lab 3's curves: PTQ at every width, QAT at some; no marker and no line where nothing ran."""
+    curves = {"PTQ, asymmetric": {8: 0.91, 6: 0.90, 5: 0.89, 4: 0.80, 3: 0.34, 2: 0.10},
+              "QAT, first 5 epochs": {8: 0.90, 4: 0.86, 2: 0.70},
+              "QAT, symmetric": {4: 0.85, 2: 0.60},
+              "one point": {3: 0.5}}
+    ax = plots.plot_accuracy_vs_bits(curves, dense=0.9164).axes[0]
+    lines = [ln for ln in ax.lines if not ln.get_label().startswith("float (")]
+    assert [ln.get_label() for ln in lines] == list(curves)
+    for line, points in zip(lines, curves.values()):
+        drawn, segments = drawn_points(line)
+        assert sorted(drawn) == sorted((float(b), 100 * a) for b, a in points.items())   # every run, nothing else
+        assert all(x1 - x0 == 1 for (x0, _), (x1, _) in segments)                      # neighbours only
+        assert len(segments) == sum(b + 1 in points for b in points)                    # ... and all of them
+        assert line.get_marker() not in (None, "", "None")                              # every point marked
+    (dense,) = [ln for ln in ax.lines if ln.get_label().startswith("float (")]
+    np.testing.assert_allclose(xy(dense)[1], [91.64, 91.64])
+    assert not ax.collections and not ax.patches                                       # nothing else drawn
+    assert ax.get_legend().get_title().get_text() == "lines join measured neighbouring widths only"
+    ax = plots.plot_accuracy_vs_bits({"PTQ": {4: 0.8, 3: 0.5}}).axes[0]
+    assert ax.get_legend().get_title().get_text() == ""                                # nothing broken
+    with pytest.raises(ValueError, match="bit widths must be ints"):
+        plots.plot_accuracy_vs_bits({"PTQ": {"4": 0.8}})
+
+
+def test_plot_histories_names_its_reference_lines():
+    """Lab 3 (d) starts from the sparse float model: its reference line says so, beside the dense one."""
+    ax = plots.plot_histories({"sparse + 4 bits": history(TEST, VAL)}, dense=0.9164,
+                              references={"sparse float model (Lab 2)": 0.824}).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "dense (91.64%)" in legend and "sparse float model (Lab 2) (82.40%)" in legend
+    refs = {ln.get_label(): xy(ln)[1] for ln in ax.lines if ln.get_label().endswith("%)")
+            and "epoch" not in ln.get_label()}
+    np.testing.assert_allclose(refs["sparse float model (Lab 2) (82.40%)"], [82.4, 82.4])
+    ax = plots.plot_histories({"run": history(TEST)}, references={"sparse": 0.8}).axes[0]
+    assert not any(t.get_text().startswith("dense") for t in ax.get_legend().get_texts())
+    with pytest.raises(ValueError, match="references must be"):
+        plots.plot_histories({"run": history(TEST)}, references={"x": 82.4})
+
+
+def test_plot_histories_of_a_run_without_selection_says_the_last_epoch_is_reported():
+    h = history(TEST)
+    for r in h.records:
+        r["val_acc"] = None                      # no validation images: nothing selected
+    ax = plots.plot_histories({"run": h}).axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(t.startswith("reported epoch (no selection: the last epoch)") for t in legend)
+    (star,) = artists(ax)["star"]
+    assert at(star) == (6, 72.0)

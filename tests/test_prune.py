@@ -261,6 +261,27 @@ def test_iterative_pruning_schedule_regrowth_and_eligibility(scope):
     assert sparsity(net).total == pytest.approx(target, abs=len(LAYERS) / sum(sizes.values()))
 
 
+def test_iterative_pruning_keeps_the_masks_of_its_last_step():
+    """``keep``: what the last step decided, also for a step that holds nothing (Lab 3 (e)'s
+    "schedule" quantizer takes it through labkit.layers.hand_schedule_mask)."""
+    net = SmallNet()
+    cb = IterativePruning(target=0.6, steps=3, scope="global")
+    assert cb.keep == {}
+    for epoch in range(4):
+        before = {n: getattr(net, n).weight.detach().clone() for n in LAYERS}
+        cb.on_epoch_begin(epoch, net, None)
+        assert list(cb.keep) == LAYERS
+        for n in LAYERS:
+            assert torch.equal(cb.keep[n], getattr(net, n).weight != 0)
+        if epoch == 3:                           # no step after the last: the masks stay
+            assert all(torch.equal(getattr(net, n).weight, before[n]) for n in LAYERS)
+            assert all(torch.equal(cb.keep[n], masks(net)[n]) for n in LAYERS)
+        if epoch < 2:                            # regrowth while nothing is held
+            with torch.no_grad():
+                for n in LAYERS:
+                    getattr(net, n).weight.add_(0.01)
+
+
 def test_iterative_pruning_keeps_another_callbacks_ineligible_flag():
     net = SmallNet()
     cb = IterativePruning(target=0.5, steps=1)
@@ -290,6 +311,19 @@ def test_iterative_pruning_in_the_training_loop():
     final = sparsity(net).total
     assert history.column("sparsity")[1:] == [final] * 3
     assert final == pytest.approx(0.6, abs=3 / 354)
+
+
+def test_record_sparsity_under_another_key_beside_a_schedule():
+    """Lab 3 (e): the schedule records the sparsity of every layer, a second callback that of some."""
+    net = SmallNet()
+    convs = RecordSparsity(layers=["conv1", "conv2"], require_masks=False, key="sparsity_conv")
+    history = train(net, toy_data(), epochs=3, batch_size=16, lr=0.05, augment=False, progress=False,
+                    callbacks=[IterativePruning(target=0.6, steps=2), convs])
+    assert history.records[-1]["sparsity"] == sparsity(net).total
+    assert history.records[-1]["sparsity_conv"] == sparsity(net, layers=["conv1", "conv2"]).total
+    assert history.records[-1]["sparsity_conv"] != history.records[-1]["sparsity"]
+    with pytest.raises(ValueError, match="key must be"):
+        RecordSparsity(key="")
 
 
 def test_record_sparsity_needs_masks_and_records_sparsity():

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch.nn.utils import parametrize
 
 from labkit import checkpoints, models, prune, quant
+from labkit import train as train_mod
 from labkit.layers import prunable_layers
 from labkit.quant import (Quantize, bits_of, bits_table, codes, encode, quantizable_layers, quantize,
                           quantized, quantizer_of, set_bits)
@@ -183,9 +184,14 @@ def test_other_bad_input_is_rejected():
 # --- in a model --------------------------------------------------------------------------------
 
 def state_equal(a, b):
-    """Equal state dicts, quantizers' extra state (dicts) included."""
-    return a.keys() == b.keys() and all(
-        torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k] for k in a)
+    """Equal state dicts, quantizers' extra state (dicts, a schedule's mask tensor among them) included."""
+    def same(x, y):
+        if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+            return isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor) and torch.equal(x, y)
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        return x == y
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
 
 
 def test_residual_stages_quantized_first_and_last_layers_not():
@@ -364,8 +370,7 @@ def test_quantization_aware_training_during_global_iterative_pruning():
     net = SmallNet()
     set_bits(net, 4, layers=LAYERS)
     schedule = prune.IterativePruning(target=0.6, steps=3, scope="global")
-    history = train(net, toy_data(), epochs=5, batch_size=16, lr=0.05, val_fraction=0, progress=False,
-                    callbacks=[schedule])
+    history = train(net, toy_data(), epochs=5, batch_size=16, lr=0.05, progress=False, callbacks=[schedule])
     assert history.column("eligible") == [False, False, True, True, True]
     s = prune.sparsity(net)
     assert abs(s.total - 0.6) < 0.01 and history.records[-1]["sparsity"] == s.total
@@ -539,15 +544,215 @@ def test_plot_accuracy_vs_bits_draws_the_given_points():
     import matplotlib.pyplot as plt
     from labkit import plots
 
-    curves = {"PTQ": {6: 0.91, 2: 0.1, 4: 0.88}, "QAT": {4: 0.9, 2: 0.8}}
+    curves = {"PTQ": {6: 0.91, 2: 0.1, 4: 0.88, 5: 0.9}, "QAT": {4: 0.9, 3: 0.85}}
     fig = plots.plot_accuracy_vs_bits(curves, dense=0.92)
     try:
         ax = fig.axes[0]
-        for line, points in zip(ax.lines, curves.values()):
-            np.testing.assert_array_equal(line.get_xdata(), sorted(points))
-            np.testing.assert_allclose(line.get_ydata(), [100 * points[b] for b in sorted(points)])
+        # the given points in increasing bits; a NaN breaks the line where a width was not measured
+        expected = {"PTQ": ([2, np.nan, 4, 5, 6], [10.0, np.nan, 88.0, 90.0, 91.0]), "QAT": ([3, 4], [85.0, 90.0])}
+        for line, (x, y) in zip(ax.lines, expected.values()):
+            np.testing.assert_array_equal(line.get_xdata(), x)
+            np.testing.assert_allclose(line.get_ydata(), y)
         assert ax.lines[-1].get_ydata()[0] == pytest.approx(92.0)
         with pytest.raises(ValueError, match="curves must be"):
             plots.plot_accuracy_vs_bits({"PTQ": {}})
     finally:
         plt.close("all")
+
+
+# --- Lab 3 (e): which weights are exactly zero (the three quantizer variants) -----------------------
+
+def ao_qparams(w, bits, mask=None):
+    """scale and zero point as torch.ao's MinMaxObserver computes them (the range holds 0)."""
+    v = w if mask is None else w[mask]
+    lo, hi = min(v.min().item(), 0.0), max(v.max().item(), 0.0)
+    scale = (torch.tensor(hi, dtype=torch.float32) - torch.tensor(lo, dtype=torch.float32)) / (2 ** bits - 1)
+    zero_point = int(torch.clamp(-torch.round(torch.tensor(lo, dtype=torch.float32) / scale), 0, 2 ** bits - 1))
+    return scale.item(), zero_point
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 6, 8, 12, 16])
+@pytest.mark.parametrize("masked", [False, True])
+def test_zero_point_matches_torch_fake_quantize(bits, masked):
+    n = 2 ** bits - 1
+    for w in [*tensors(), torch.rand(300) + 0.5, -torch.rand(300)]:     # one sign only: z clamped to 0 or n
+        mask = random_mask(w) if masked else None
+        scale, z = ao_qparams(w, bits, mask)
+        expected = torch.fake_quantize_per_tensor_affine(w, scale, z, 0, n)
+        if mask is not None:
+            expected = torch.where(mask, expected, 0.0)
+        assert torch.equal(quantize(w, bits, zero_point=True, mask=mask), expected)
+        codes_, codebook = encode(w, bits, zero_point=True, mask=mask)
+        assert codebook.numel() == n + 1 and codebook[z] == 0 and torch.equal(codebook[codes_], expected)
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_zero_point_matches_torch_ao_fake_quantize_module(bits):
+    from torch.ao.quantization import FakeQuantize, MinMaxObserver
+
+    for w in tensors():
+        fq = FakeQuantize(observer=MinMaxObserver, quant_min=0, quant_max=2 ** bits - 1, dtype=torch.quint8,
+                          qscheme=torch.per_tensor_affine)
+        assert torch.equal(quantize(w, bits, zero_point=True), fq(w))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_zero_point_grid_has_zero_and_rounds_small_weights_to_it(bits):
+    for w in tensors():
+        scale, z = ao_qparams(w, bits)
+        w_q = quantize(w, bits, zero_point=True)
+        assert (w_q[w.abs() < scale / 2] == 0).all()
+        assert (w_q[w.abs() > scale / 2 * (1 + 1e-6)] != 0).all() or bits == 1
+        assert torch.equal(quantize(torch.where(w.abs() < 0.1, 0.0, w), bits, zero_point=True)[w.abs() < 0.1],
+                           torch.zeros(int((w.abs() < 0.1).sum())))   # exact zeros stay zero without a mask
+    assert torch.equal(quantize(torch.zeros(5), 4, zero_point=True), torch.zeros(5))   # no NaN
+    w = torch.randn(6, 5, requires_grad=True)
+    upstream = torch.randn(6, 5)
+    quantize(w, 3, zero_point=True).backward(upstream)
+    assert torch.equal(w.grad, upstream)                                     # straight through
+    with pytest.raises(ValueError, match="exclude each other"):
+        quantize(w, 3, symmetric=True, zero_point=True)
+
+
+class Watch(train_mod.Callback):
+    """After the schedule's records: the quantized layers' effective and input weights, per epoch."""
+
+    def __init__(self, schedule):
+        self.schedule, self.epochs = schedule, []
+
+    def on_epoch_end(self, epoch, net, record):
+        layers = {}
+        for name in LAYERS:
+            layer = getattr(net, name)
+            plist = layer.parametrizations.weight
+            W_in = plist.original.detach()
+            for p in plist:
+                if isinstance(p, Quantize):
+                    break
+                W_in = p(W_in)
+            layers[name] = (layer.weight.detach().clone(), W_in.clone(), codes(layer)[1],
+                            self.schedule.keep[name].clone())
+        self.epochs.append((dict(record), layers))
+
+
+def regrowth_run(zero):
+    """SmallNet, 4 bits with the given zero option, global iterative pruning 0.6 in 3 steps, 5 epochs:
+    the pruned weights regrow in float in epochs 1 and 2 (hold=False)."""
+    net = SmallNet()
+    set_bits(net, 4, zero=zero, layers=LAYERS)
+    schedule = prune.IterativePruning(target=0.6, steps=3, scope="global")
+    watch = Watch(schedule)
+    train(net, toy_data(), epochs=5, batch_size=16, lr=0.05, augment=False, progress=False,
+          callbacks=[schedule, watch])
+    return net, watch.epochs
+
+
+def test_course_quantizer_lets_regrown_weights_leave_zero():
+    """zero="float" (the course's): between pruning steps the exact zeros fall below the scheduled
+    sparsity (regrown weights are quantized to a level, and the max-min grid has no 0)."""
+    _, epochs = regrowth_run("float")
+    for record, layers in epochs[:2]:                       # before the last step: regrowth
+        assert record["sparsity"] < record["sparsity_start"]
+        for W, W_in, _, keep in layers.values():
+            assert torch.equal(W == 0, W_in == 0)           # the zero set is the float weight's zeros
+    for record, layers in epochs[2:]:                       # the mask holds from the last step on
+        assert record["sparsity"] == record["sparsity_start"]
+
+
+def test_schedule_mask_quantizer_keeps_the_scheduled_sparsity_exactly():
+    """zero="schedule": the zeros of the quantized weight are exactly the positions the schedule's
+    last step pruned, also while the float weights regrow there."""
+    net, epochs = regrowth_run("schedule")
+    for record, layers in epochs:
+        assert record["sparsity"] == record["sparsity_start"]
+        for W, W_in, _, keep in layers.values():
+            assert torch.equal(W == 0, ~keep)
+    regrown = sum(int(((W_in != 0) & ~keep).sum()) for _, W_in, _, keep in epochs[0][1].values())
+    assert regrown > 0                                      # in float they did regrow
+    assert all(torch.equal(quantizer_of(getattr(net, n)).keep, prune.masks(net)[n]) for n in LAYERS)
+
+
+def test_zero_point_quantizer_rounds_every_small_weight_to_zero():
+    """zero="zero_point": every weight with |w| < scale / 2 is exactly 0, regrown or not."""
+    _, epochs = regrowth_run("zero_point")
+    small = 0
+    for record, layers in epochs:
+        for W, W_in, codebook, _ in layers.values():
+            scale = (codebook[1] - codebook[0]).item()
+            assert (W[W_in.abs() < scale / 2] == 0).all()
+            assert (W[W_in == 0] == 0).all()
+            small += int(((W_in != 0) & (W_in.abs() < scale / 2)).sum())
+    assert small > 0                                        # non-zero float weights rounded to 0 were seen
+
+
+def test_schedule_quantizer_before_a_mask_acts_as_the_course_quantizer_and_straight_through():
+    net = SmallNet()
+    prune.prune_by_percentage(net, 0.5, hold=False)
+    a, b = quantized(net, 3, layers=LAYERS), quantized(net, 3, zero="schedule", layers=LAYERS)
+    assert all(torch.equal(getattr(a, n).weight, getattr(b, n).weight) for n in LAYERS)
+    layer = b.conv2
+    q = quantizer_of(layer)
+    keep = torch.rand(layer.weight.shape, generator=torch.Generator().manual_seed(3)) > 0.5
+    from labkit.layers import hand_schedule_mask
+    assert hand_schedule_mask(layer, keep) == 1 and torch.equal(q.keep, keep)
+    assert hand_schedule_mask(a.conv2, keep) == 1 and quantizer_of(a.conv2).keep is None   # "float" ignores it
+    assert torch.equal(layer.weight == 0, ~keep)
+    upstream = torch.randn(layer.weight.shape)
+    layer.weight.backward(upstream)
+    assert torch.equal(layer.parametrizations.weight.original.grad, upstream)   # also where ~keep
+    set_bits(b, 3, layers=["conv2"])                          # back to "float": the mask is dropped
+    assert q.zero == "float" and q.keep is None
+
+
+@pytest.mark.parametrize("zero", ["float", "schedule", "zero_point"])
+def test_each_variant_is_saved_and_loaded(tmp_path, zero):
+    net, _ = regrowth_run(zero)
+    path = checkpoints.save(net, tmp_path / f"{zero}.pt")
+    loaded = checkpoints.load(path, SmallNet(seed=5))
+    assert state_equal(loaded.state_dict(), net.state_dict())
+    for name in LAYERS:
+        a, b = quantizer_of(getattr(net, name)), quantizer_of(getattr(loaded, name))
+        assert (b.bits, b.symmetric, b.mask_aware, b.zero) == (a.bits, a.symmetric, a.mask_aware, zero)
+        assert (b.keep is None) == (zero != "schedule") and (b.keep is None or torch.equal(b.keep, a.keep))
+        assert torch.equal(getattr(loaded, name).weight, getattr(net, name).weight)
+    extra = net.state_dict()["conv1.parametrizations.weight.1._extra_state"]
+    assert sorted(extra) == {"float": ["bits", "mask_aware", "symmetric"],
+                             "schedule": ["bits", "keep", "mask_aware", "symmetric", "zero"],
+                             "zero_point": ["bits", "mask_aware", "symmetric", "zero"]}[zero]
+
+
+def test_bad_variants_are_refused_before_anything_changes():
+    net = SmallNet()
+    for kwargs, message in (({"zero": "exact"}, "zero must be one of"),
+                            ({"zero": "zero_point", "symmetric": True}, "symmetric grid"),
+                            ({"zero": "schedule", "mask_aware": False}, "naive")):
+        with pytest.raises(ValueError, match=message):
+            set_bits(net, 4, layers=LAYERS, **kwargs)
+        with pytest.raises(ValueError, match=message):
+            quantized(net, 4, layers=LAYERS, **kwargs)
+    assert all(bits_of(getattr(net, n)) is None for n in LAYERS)
+    q = Quantize(4, zero="schedule")
+    with pytest.raises(ValueError, match="bool tensor"):
+        q.set_extra_state({"bits": 4, "symmetric": False, "mask_aware": True, "zero": "schedule", "keep": 3})
+
+
+def test_bits_table_names_the_variant():
+    net = SmallNet()
+    set_bits(net, 4, zero="schedule", layers=["conv1"])
+    set_bits(net, 4, zero="zero_point", layers=["conv2"])
+    set_bits(net, 3, symmetric=True, layers=["fc"])
+    text = bits_table(net)
+    assert "asymmetric, schedule mask (none yet)" in text and "asymmetric, zero point" in text
+    prune.IterativePruning(0.5, 2).on_epoch_begin(0, net, None)
+    assert "asymmetric, schedule mask " in bits_table(net) and "(none yet)" not in bits_table(net)
+    assert "zero='schedule', schedule mask kept=" in repr(quantizer_of(net.conv1))
+
+
+def test_bits_context_restores_a_schedule_quantizer():
+    net = SmallNet()
+    set_bits(net, 4, zero="schedule", layers=LAYERS)
+    prune.IterativePruning(0.5, 2).on_epoch_begin(0, net, None)
+    before = copy.deepcopy(net.state_dict())
+    with quant.bits(net, 2, layers=LAYERS):
+        assert quantizer_of(net.conv1).keep is None
+    assert state_equal(net.state_dict(), before)

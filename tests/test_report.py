@@ -30,11 +30,44 @@ def test_header_starts_no_clock_and_the_footer_times_the_clock_it_is_given(monke
     assert "profile 'ci'" in text
 
 
-def test_header_states_precision_and_validation_of_a_config():
+def tiny_cifar(n_test=20):
+    import torch
+
+    from labkit.data import CIFAR10, Split
+
+    def split(n):
+        return Split(torch.zeros(n, 3, 32, 32, dtype=torch.uint8), torch.arange(n) % 2)
+    return CIFAR10(split(30), split(n_test), ["a", "b"])
+
+
+def test_header_states_precision_of_a_config_and_the_protocol_of_the_data():
+    from labkit.data import validation_from_test
     from labkit.train import TrainConfig
 
     text = report.run_header(device="cpu", config=TrainConfig(precision="fp32", memory_format="contiguous"))
-    assert "training: fp32, contiguous (precision='fp32'); evaluation: fp32; validation: 10%" in text
+    assert "training: fp32, contiguous (precision='fp32'); evaluation: fp32" in text
+    assert "validation" not in text                      # the config holds no validation: the data does
+    tuned = validation_from_test(tiny_cifar(21))
+    text = report.run_header(tuned, device="cpu")
+    assert "data: CIFAR-10, 30 train / 11 validation / 10 test images" in text
+    assert ("selection: validation: 11 of the 21 test images (class-balanced, seed 0) choose the epoch; "
+            "reported on the other 10") in text
+    text = report.run_header(tiny_cifar(21), device="cpu")
+    assert "data: CIFAR-10, 30 train / 21 test images" in text
+    assert "selection: no validation images: no epoch is selected, the last one is reported" in text
+
+
+def test_results_state_the_protocol_of_the_data(tmp_path):
+    import json
+
+    from labkit.data import validation_from_test
+    from labkit.train import TrainConfig
+
+    tuned = validation_from_test(tiny_cifar(21))
+    r = report.Results("lab9", tuned, "cpu", TrainConfig(precision="fp32"), profile=settings.PROFILES["full"])
+    run = json.loads(r.save(tmp_path).read_text())["run"]
+    assert (run["train_images"], run["val_images"], run["test_images"]) == (30, 11, 10)
+    assert run["selection"] == tuned.protocol() and "val_fraction" not in run
 
 
 def test_results_are_saved_per_profile_and_never_twice_per_key(tmp_path, monkeypatch):
@@ -73,6 +106,25 @@ def test_seeds_table_summarises_each_method_over_its_seeds():
         return History([{"epoch": i + 1, "val_acc": v, "test_acc": t} for i, (v, t) in enumerate(zip(val, test))])
 
     runs = {"a": [run([0.5, 0.9], [0.80, 0.70]), run([0.9, 0.5], [0.60, 0.90])]}
-    row = report.seeds_table(runs).splitlines()[2]
+    text = report.seeds_table(runs)
+    row = text.splitlines()[2]
     # selected on validation: 0.70 and 0.60; course protocol: 0.80 and 0.90; final: 0.70 and 0.90
     assert "65.00 ± 7.07 %" in row and "85.00 ± 7.07 %" in row and "80.00 ± 14.14 %" in row
+    header = text.splitlines()[0]
+    assert "validation-selected epoch" in header and "course protocol (best test epoch, optimistic)" in header
+
+
+def test_seeds_table_says_when_nothing_was_selected_and_how_each_row_was_reported():
+    from labkit.train import History
+
+    def run(val, test):
+        return History([{"epoch": i + 1, "val_acc": v, "test_acc": t} for i, (v, t) in enumerate(zip(val, test))])
+
+    last = {"a": [run([None, None], [0.80, 0.70]), run([None, None], [0.60, 0.90])]}
+    text = report.seeds_table(last)
+    assert "last epoch (no selection)" in text.splitlines()[0] and "validation" not in text
+    assert "80.00 ± 14.14 %" in text.splitlines()[2]          # reported: the last epochs, 0.70 and 0.90
+    mixed = dict(last, b=[run([0.5, 0.9], [0.80, 0.70])])
+    lines = report.seeds_table(mixed).splitlines()
+    assert "reported epoch" in lines[0]
+    assert "last epoch (no selection)" in lines[2] and "validation-selected epoch" in lines[3]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from labkit import settings
-from labkit.data import CIFAR10, Split, shrink, split_validation
+from labkit.data import CIFAR10, Split, shrink, split_validation, validation_from_test
 from labkit.train import Callback, History, SaveBest, TrainConfig, evaluate, train
 
 
@@ -23,6 +23,11 @@ def toy_data(n_train=512, n_test=128, seed=0) -> CIFAR10:
         return Split(images, labels)
 
     return CIFAR10(train=split(n_train), test=split(n_test), classes=["dark", "red"])
+
+
+def toy_tuned(**kwargs) -> CIFAR10:
+    """toy_data with validation images: half of its test images (class-balanced, seed 0)."""
+    return validation_from_test(toy_data(**kwargs))
 
 
 def toy_net(seed=0) -> nn.Module:
@@ -90,12 +95,12 @@ class Recorder(Callback):
 
 def test_callbacks_are_called_in_order_and_eligibility_limits_the_best():
     rec = Recorder()
-    h = train(toy_net(), toy_data(n_train=300), epochs=3, batch_size=100, callbacks=[rec], progress=False)
+    h = train(toy_net(), toy_tuned(n_train=300), epochs=3, batch_size=100, callbacks=[rec], progress=False)
     assert rec.calls == ["begin", "epoch 0", "epoch 1", "epoch 2", "end"]
     assert rec.steps == 3 * 3
     assert h.column("seen") == [0, 1, 2] and h.column("epoch") == [1, 2, 3]
-    accs = h.column("test_acc")
-    assert h.best_acc == max(accs[1:]) and h.best_epoch == 2 + int(np.argmax(accs[1:]))
+    vals, accs = h.column("val_acc"), h.column("test_acc")
+    assert h.best_epoch == 2 + int(np.argmax(vals[1:])) and h.best_acc == accs[h.best_epoch - 1]
     assert h.eligible_epochs == [2, 3]
 
 
@@ -117,7 +122,7 @@ def test_save_best_keeps_the_best_eligible_weights(tmp_path):
             self.weights.append({k: v.clone() for k, v in net.state_dict().items()})
 
     marker = Marker()
-    h = train(toy_net(), toy_data(), epochs=3, lr=0.05, batch_size=64,
+    h = train(toy_net(), toy_tuned(), epochs=3, lr=0.05, batch_size=64,
               callbacks=[marker, SaveBest(path)], progress=False)
     saved = torch.load(path, weights_only=True)
     best = marker.weights[h.best_epoch - 1]
@@ -136,10 +141,10 @@ def test_ci_profile_shrinks_epochs_and_the_data_it_is_given_visibly(monkeypatch)
     monkeypatch.setenv("LABKIT_PROFILE", "full")
     full = settings.profile()
     assert full.epochs(20) == 20 and shrink(data, full) is data
-    # the loop trains on what it is given: 2000 images less the 10 % validation split
+    # the loop trains on what it is given: all 2000 images (validation comes from the test images)
     rec = Recorder()
     train(toy_net(), data, epochs=1, batch_size=100, callbacks=[rec], progress=False)
-    assert rec.steps == 18
+    assert rec.steps == 20
 
 
 def test_bad_profile_and_bad_arguments_say_what_is_allowed(monkeypatch):
@@ -197,7 +202,7 @@ class NoStep(torch.optim.SGD):
 def test_epoch_loss_and_train_accuracy_equal_a_direct_computation_with_unequal_batches():
     data = toy_data(n_train=250)
     net = toy_net()
-    h = train(net, data, epochs=1, batch_size=100, augment=False, precision="fp32", val_fraction=0,
+    h = train(net, data, epochs=1, batch_size=100, augment=False, precision="fp32",
               optimizer=NoStep(net.parameters(), lr=0.1), progress=False)   # batches of 100, 100, 50
     X, y = data.train.images.float() / 255, data.train.labels
     with torch.no_grad():
@@ -267,6 +272,27 @@ def test_evaluate_is_fp32_even_inside_an_autocast_region():
     assert net.seen and all(s[1] is False for s in net.seen)
 
 
+class LayoutProbe(AutocastProbe):
+    """Also records whether the input is channels_last and inference mode is on."""
+
+    def forward(self, x):
+        self.layout = (x.is_contiguous(memory_format=torch.channels_last), torch.is_inference_mode_enabled(),
+                       self.conv.weight.is_contiguous(memory_format=torch.channels_last))
+        return super().forward(x)
+
+
+def test_evaluate_runs_channels_last_in_inference_mode_and_gives_the_model_back_as_it_came():
+    data = toy_data()
+    net = LayoutProbe()
+    acc = evaluate(net, data.test)
+    assert net.layout == (True, True, True)                    # channels_last on the CPU, inference mode
+    assert all(p.is_contiguous() for p in net.parameters())    # came contiguous, goes back contiguous
+    net.fc(net.conv(data.test.images[:4].float()).flatten(1)).sum().backward()   # still trainable
+    assert net.conv.weight.grad is not None
+    net.to(memory_format=torch.channels_last)                  # as inside train(): left as it is
+    assert evaluate(net, data.test) == acc and net.conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_bf16_training_learns_the_toy_task_as_fp32_does():
     accs = {p: train(toy_net(), toy_data(), epochs=4, lr=0.05, batch_size=64, precision=p, progress=False).final_acc
             for p in ("fp32", "bf16")}
@@ -278,13 +304,16 @@ def test_bf16_training_learns_the_toy_task_as_fp32_does():
 def test_config_states_the_course_setup_and_is_frozen():
     c = TrainConfig()
     assert (c.epochs, c.lr, c.momentum, c.weight_decay, c.batch_size, c.augment) == (20, 0.002, 0.875, 1e-4, 256, True)
-    assert (c.precision, c.val_fraction) == ("auto", 0.1)
+    assert c.precision == "auto"
+    assert not hasattr(c, "val_fraction")        # no hold-out from the training images the checkpoint saw
     with pytest.raises(Exception):
         c.lr = 0.1
     assert c.replace(seed=3).seed == 3 and c.seed == 0
     with pytest.raises(ValueError, match="unknown TrainConfig field.*'lr'"):
         c.replace(learning_rate=0.1)
-    for kwargs, word in [({"precision": "half"}, "precision.*'bf16'"), ({"val_fraction": 1.0}, "val_fraction"),
+    with pytest.raises(ValueError, match="unknown TrainConfig field.*'val_fraction'"):
+        c.replace(val_fraction=0.1)
+    for kwargs, word in [({"precision": "half"}, "precision.*'bf16'"),
                          ({"memory_format": "nhwc"}, "memory_format"), ({"augment": 1}, "augment"),
                          ({"momentum": -0.1}, "momentum")]:
         with pytest.raises(ValueError, match=word):
@@ -332,7 +361,8 @@ def test_history_selects_on_validation_and_reports_the_test_accuracy_of_that_epo
     assert h.selected_on == "val_acc" and h.best_epoch == 2
     assert h.best_acc == 0.75 and h.best_val_acc == 0.90
     assert h.peak_test_acc == 0.85 and h.final_acc == 0.95
-    assert "epoch 2 of 4 selected on validation accuracy: test accuracy 75.00%" in h.summary()
+    assert "epoch 2 of 4 selected on validation accuracy (90.00%): test accuracy 75.00%" in h.summary()
+    assert "course protocol (best test accuracy of any epoch, optimistic) 85.00%" in h.summary()
     assert h.table().splitlines()[3].startswith("2*")
 
 
@@ -345,12 +375,59 @@ def test_save_best_saves_the_epoch_the_history_selects(tmp_path):
             self.weights.append({k: v.clone() for k, v in net.state_dict().items()})
 
     path, w = tmp_path / "best.pt", Weights()
-    h = train(toy_net(), toy_data(), epochs=4, lr=0.02, batch_size=64, callbacks=[SaveBest(path), w],
+    h = train(toy_net(), toy_tuned(), epochs=4, lr=0.02, batch_size=64, callbacks=[SaveBest(path), w],
               progress=False)
     vals = h.column("val_acc")
     assert h.best_epoch == 1 + int(np.argmax(vals))
     saved = torch.load(path, weights_only=True)
     assert all(torch.equal(saved[k], w.weights[h.best_epoch - 1][k]) for k in saved)
+
+
+def test_selection_uses_the_validation_images_only_even_when_the_test_images_disagree(tmp_path):
+    """The validation images here are the test images with every label flipped: the better the model
+    gets on the test images, the worse on the validation images. The run must select (and SaveBest save)
+    the epoch of the best validation accuracy, not the one of the best test accuracy."""
+    data = toy_data()
+    flipped = Split(data.test.images, 1 - data.test.labels)
+    data = CIFAR10(data.train, data.test, data.classes, val=flipped)
+    path, w = tmp_path / "best.pt", Weights()
+    h = train(toy_net(), data, epochs=4, lr=0.05, batch_size=64, callbacks=[SaveBest(path), w], progress=False)
+    vals, tests = h.column("val_acc"), h.column("test_acc")
+    assert vals == pytest.approx([1 - t for t in tests], abs=1e-12)
+    assert int(np.argmax(tests)) != int(np.argmax(vals))             # they disagree
+    assert h.selected_on == "val_acc" and h.best_epoch == 1 + int(np.argmax(vals))
+    assert h.best_acc == tests[h.best_epoch - 1] < h.peak_test_acc == max(tests)
+    saved = torch.load(path, weights_only=True)
+    assert all(torch.equal(saved[k], w.ends[h.best_epoch - 1][k]) for k in saved)
+
+
+def test_without_validation_images_nothing_is_selected_and_the_last_epoch_is_reported(tmp_path):
+    h = History([{"epoch": 1, "val_acc": None, "test_acc": 0.90},
+                 {"epoch": 2, "val_acc": None, "test_acc": 0.70},
+                 {"epoch": 3, "val_acc": None, "test_acc": 0.99, "eligible": False}])
+    assert h.selected_on == "last" and h.best_epoch == 2            # the last eligible, never the test's best
+    assert h.best_acc == 0.70 and h.peak_test_acc == 0.90 and math.isnan(h.best_val_acc)
+    assert h.summary().startswith("no validation images, no selection: epoch 2 of 3 (the last eligible), "
+                                  "test accuracy 70.00%")
+    assert "course protocol (best test accuracy of any epoch, optimistic) 90.00%" in h.summary()
+    # a run: no val_acc, SaveBest keeps the last epoch's weights whatever the test accuracies did
+    path, w = tmp_path / "last.pt", Weights()
+    run = train(toy_net(), toy_data(), epochs=3, lr=0.05, batch_size=64, callbacks=[SaveBest(path), w],
+                progress=False)
+    assert run.column("val_acc") == [None] * 3 and run.selected_on == "last" and run.best_epoch == 3
+    assert run.best_acc == run.final_acc
+    saved = torch.load(path, weights_only=True)
+    assert all(torch.equal(saved[k], w.ends[-1][k]) for k in saved)
+
+
+def test_each_epoch_records_its_evaluation_time_and_both_accuracies():
+    data = toy_tuned()
+    h = train(toy_net(), data, epochs=1, batch_size=64, progress=False)
+    r = h.records[0]
+    assert r["eval_time"] > 0 and r["train_time"] + r["eval_time"] <= r["time"]
+    net = toy_net()
+    h = train(net, data, epochs=1, batch_size=64, progress=False)
+    assert h.records[0]["val_acc"] == evaluate(net, data.val) and h.records[0]["test_acc"] == evaluate(net, data.test)
 
 
 # --- nothing lost: divergence, empty splits, Ctrl-C, resuming, atomic saves (issue 14) --------------
@@ -427,6 +504,8 @@ def test_empty_splits_are_refused_before_the_model_changes():
         train(net, CIFAR10(data.train[:0], data.test, data.classes), epochs=1, progress=False)
     with pytest.raises(ValueError, match="data.test holds no images"):
         train(net, CIFAR10(data.train, data.test[:0], data.classes), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="data.val holds no images"):
+        train(net, CIFAR10(data.train, data.test, data.classes, val=data.test[:0]), epochs=1, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in weights(net).items())
 
 
@@ -436,8 +515,8 @@ CONFIG = dict(lr=0.05, batch_size=64, precision="fp32", memory_format="channels_
 def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path):
     ckpt = tmp_path / "run.ckpt"
     straight = toy_net()
-    ref = train(straight, toy_data(), epochs=4, progress=False, **CONFIG)
-    first = train(toy_net(), toy_data(), epochs=2, checkpoint=ckpt, progress=False, **CONFIG)
+    ref = train(straight, toy_tuned(), epochs=4, progress=False, **CONFIG)
+    first = train(toy_net(), toy_tuned(), epochs=2, checkpoint=ckpt, progress=False, **CONFIG)
     assert len(first.records) == 2
     class Resumed(Callback):
         def __init__(self):
@@ -447,7 +526,7 @@ def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path)
             self.done.append(len(history.records))
 
     net, save_best, resumed = toy_net(seed=5), SaveBest(tmp_path / "best.pt"), Resumed()  # the file's weights load
-    h = train(net, toy_data(), epochs=4, checkpoint=ckpt, resume=True, callbacks=[save_best, resumed],
+    h = train(net, toy_tuned(), epochs=4, checkpoint=ckpt, resume=True, callbacks=[save_best, resumed],
               progress=False, **CONFIG)
     assert resumed.done == [2]
     fresh = SaveBest(tmp_path / "other.pt")
@@ -458,7 +537,9 @@ def test_a_run_resumed_from_its_checkpoint_equals_an_uninterrupted_one(tmp_path)
     assert all(torch.equal(v, straight.state_dict()[k]) for k, v in net.state_dict().items())
     assert save_best.best >= max(first.column("val_acc"))                 # knows the epochs done before
     with pytest.raises(ValueError, match="only epochs may change.*'lr'"):
-        train(toy_net(), toy_data(), epochs=4, checkpoint=ckpt, resume=True, progress=False, **dict(CONFIG, lr=0.1))
+        train(toy_net(), toy_tuned(), epochs=4, checkpoint=ckpt, resume=True, progress=False, **dict(CONFIG, lr=0.1))
+    with pytest.raises(ValueError, match="other data.*'val': 64"):     # without the validation images
+        train(toy_net(), toy_data(), epochs=4, checkpoint=ckpt, resume=True, progress=False, **CONFIG)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train(toy_net(), toy_data(), checkpoint=tmp_path / "none.ckpt", resume=True, progress=False)
 
