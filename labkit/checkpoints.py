@@ -159,3 +159,18 @@ def _restore(target: nn.Module, state: Mapping) -> list[str]:
         except RuntimeError as e:
             problems.append(str(e))
     return problems
+
+
+def load_saved(sources: Mapping) -> dict[str, nn.Module]:
+    """``{label: (path, what saves it)}`` -> ``{label: model}``, each loaded with `load` (on the CPU).
+
+    Every path is checked first: when any is missing, FileNotFoundError lists each missing one
+    with what saves it (the lab and the cell to run), and nothing is loaded. A model that was not
+    trained is never replaced by a stand-in.
+    """
+    missing = [f"{label}: {Path(path)} (saved by {how})" for label, (path, how) in sources.items()
+               if not Path(path).is_file()]
+    if missing:
+        raise FileNotFoundError("these checkpoints are missing; run what saves them first, in the same "
+                                "profile:\n  " + "\n  ".join(missing))
+    return {label: load(path) for label, (path, _) in sources.items()}

@@ -31,6 +31,7 @@ the quantizers) on a fresh model.
 """
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -38,6 +39,7 @@ import torch
 from torch import nn
 
 from . import checks
+from .data import Split, batches
 from .layers import add, find, hand_schedule_mask, original, remove, select
 from .tables import table
 from .train import Callback
@@ -45,7 +47,7 @@ from .train import Callback
 __all__ = [
     "Mask", "magnitude_threshold", "prune_by_percentage", "global_prune_by_percentage",
     "set_mask", "masks", "make_permanent", "Sparsity", "sparsity", "sparsity_table",
-    "RecordSparsity", "IterativePruning",
+    "RecordSparsity", "IterativePruning", "zero_gradient_weights",
 ]
 
 
@@ -397,3 +399,26 @@ class IterativePruning(RecordSparsity):
         record["sparsity_start"] = self._start
         reached = epoch + 1 >= self.steps
         record["eligible"] = record.get("eligible", True) and reached
+
+
+def zero_gradient_weights(net: nn.Module, split: Split, *, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """{layer name: bool tensor of its weight's shape}: True where the weight's gradient of the
+    cross-entropy is exactly zero on every batch of ``split`` (training mode, no augmentation).
+
+    Such weights read an input channel that is always zero (after its ReLU) or feed an output that
+    no gradient reaches. Once zeroed they stay zero under SGD, unless momentum built up earlier
+    (weight decay on their old value) moves them: this is what Lab 2 (d)'s early pruning steps
+    leave exactly zero. Computed on a copy of ``net``, which is not changed (batch-norm statistics
+    included)."""
+    if not isinstance(split, Split) or len(split) == 0:
+        raise ValueError("zero_gradient_weights needs a non-empty labkit.data.Split (e.g. data.train)")
+    probe = copy.deepcopy(net).train()
+    device = next(probe.parameters()).device
+    pairs = select(probe)
+    seen = {name: torch.zeros_like(original(m), dtype=torch.bool) for name, m in pairs}   # a gradient was non-zero
+    for X, y in batches(split.to(device), batch_size):
+        probe.zero_grad(set_to_none=False)
+        nn.functional.cross_entropy(probe(X), y).backward()
+        for name, m in pairs:
+            seen[name] |= original(m).grad != 0
+    return {name: ~s for name, s in seen.items()}

@@ -195,3 +195,19 @@ except Exception as e:
     assert done.returncode == 3 and "failed: RuntimeError" in done.stdout, done.stdout + done.stderr
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     assert state_equal(checkpoints.load(path, SmallNet(seed=9)).state_dict(), small.state_dict())
+
+
+def test_load_saved_refuses_a_missing_model_naming_the_lab_and_loads_nothing(tmp_path):
+    """Issue 15: Lab 4 measured a stand-in when Lab 3's model was missing; now it is an error."""
+    there = tmp_path / "lab2_best_sparse.pt"
+    saved = models.resnet20()
+    prune.prune_by_percentage(saved, 0.5)
+    quant.set_bits(saved, 4)
+    checkpoints.save(saved, there)
+    sources = {"Lab 2 best": (there, "Lab 2, its last cell"),
+               "Lab 3 (d)": (tmp_path / "lab3_d_4bit.pt", "Lab 3, part (d)")}
+    with pytest.raises(FileNotFoundError, match=r"Lab 3 \(d\): .*lab3_d_4bit.pt \(saved by Lab 3, part \(d\)\)") as err:
+        checkpoints.load_saved(sources)
+    assert "Lab 2 best" not in str(err.value)
+    loaded = checkpoints.load_saved({"Lab 2 best": sources["Lab 2 best"]})
+    assert state_equal(loaded["Lab 2 best"].state_dict(), saved.state_dict())

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils import prune as torch_prune
 
-from labkit import checkpoints
+from labkit import checkpoints, prune
 from labkit.data import CIFAR10, Split
 from labkit.prune import (IterativePruning, Mask, RecordSparsity, Sparsity,
                           global_prune_by_percentage, magnitude_threshold, make_permanent, masks,
@@ -580,3 +580,26 @@ def test_table_and_plot_compare_results_side_by_side():
     assert len(ax.containers) == 2
     for container, s in zip(ax.containers, results.values()):
         assert [bar.get_height() for bar in container] == pytest.approx(list(s.layers.values()))
+
+
+def test_zero_gradient_weights_are_those_reading_a_dead_channel():
+    """A channel that is always zero after its ReLU gives the weights reading it no gradient."""
+    from labkit.data import Split
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.Flatten(),
+                        nn.Linear(2 * 32 * 32, 10))
+    with torch.no_grad():
+        net[0].weight[1].zero_()
+        net[0].bias[1] = -1.0                # channel 1 is -1 before the ReLU everywhere: always 0 after
+    before = copy.deepcopy(net.state_dict())
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    split = Split(images, torch.randint(0, 10, (64,)))
+    zero = prune.zero_gradient_weights(net, split, batch_size=16)
+    assert zero["2"].shape == net[2].weight.shape
+    assert zero["2"][:, 1].all() and not zero["2"][:, [0, 2, 3]].any()   # exactly the dead channel's readers
+    assert zero["0"][1].all() and not zero["0"][[0, 2, 3]].any()         # and the weights that feed it
+    assert not zero["4"].any()
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())   # the model is not changed
+    with pytest.raises(ValueError, match="non-empty"):
+        prune.zero_gradient_weights(net, split[:0])
