@@ -3,7 +3,7 @@
 The module map, bottom to top. A module imports only from layers below its own (tests/test_layout.py
 holds this, imports inside functions included), so each layer can be read without the ones above.
 
-Layer 0, leaves (no labkit imports but `checks`):
+Layer 0, leaves (no labkit imports but `checks` and `settings`, which import none):
     settings       every LABKIT_* environment variable, read once per entry point; the run Profile
     checks         argument checks with clear errors (int, finite number, fraction, flag, choice)
     tables         plain-text tables: every table labkit prints
@@ -15,7 +15,7 @@ Layer 0, leaves (no labkit imports but `checks`):
 Layer 1:
     download       the data folder, checked downloads (MD5, SHA-256)
     devices        the device, bf16/fp16 by capability, memory format, autocast
-    plots          every figure of the labs
+    plots          the labs' figures of runs and weights (size and latency plots live with footprint and latency)
     sparse_linear  Lab 1: sparse optimisation of a linear model (numpy)
 Layer 2:
     data           CIFAR-10 as uint8 tensors (downloaded once), the validation split, batches, augmentation

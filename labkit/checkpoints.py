@@ -27,7 +27,7 @@ from torch import nn
 from . import files, models, prune, quant
 from .layers import parametrizations, remove
 
-__all__ = ["save", "load"]
+__all__ = ["save", "load", "load_saved"]
 
 _MASK_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.0\.mask$")
 _QUANT_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.\d+\._extra_state$")

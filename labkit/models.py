@@ -248,7 +248,8 @@ def checkpoint_path(root=None, *, download: bool = True) -> Path:
             f"{source}); download=False, so nothing was fetched. Pass download=True to "
             f"fetch it from {CHECKPOINT_URL}. {dl.offline_hint(CHECKPOINT_FILE)}")
     try:
-        dl.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX, desc="ResNet-20 checkpoint")
+        dl.fetch(CHECKPOINT_URL, path, sha256_prefix=CHECKPOINT_SHA256_PREFIX, desc="ResNet-20 checkpoint",
+                 progress=settings.progress())
     except dl.DownloadError as e:
         raise type(e)(f"{e}\nThe checkpoint was looked for at {path.absolute()} "
                       f"(folder from {source}).") from e

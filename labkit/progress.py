@@ -3,10 +3,9 @@ point that draws a bar reads ``settings.progress()`` once and passes it here."""
 from __future__ import annotations
 
 from .checks import one_of
+from .settings import PROGRESS_MODES
 
-__all__ = ["MODES", "bar"]
-
-MODES = ("auto", "text", "off")
+__all__ = ["bar"]
 
 
 def bar(total: int | None, desc: str, *, mode: str = "auto", unit: str = "it", enabled: bool = True,
@@ -15,7 +14,7 @@ def bar(total: int | None, desc: str, *, mode: str = "auto", unit: str = "it", e
     text elsewhere), ``text`` or ``off``; ``enabled=False`` (a caller's ``progress=False``) is the
     same as ``off``. ``scale``: counts shown with binary prefixes (bytes: ``1.5MB``, not
     ``1572864B``). Bars go to stderr, never into a checked cell's output."""
-    one_of("progress mode", mode, MODES)
+    one_of("progress mode", mode, PROGRESS_MODES)
     if mode == "auto" and enabled:
         from tqdm.auto import tqdm
     else:

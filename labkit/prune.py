@@ -331,7 +331,7 @@ class RecordSparsity(Callback):
     def __init__(self, *, layers=None, require_masks: bool = True, key: str = "sparsity"):
         if not isinstance(key, str) or not key:
             raise ValueError(f"key must be a non-empty str (the record's key), got {key!r}")
-        self.layers, self.require_masks, self.key = layers, require_masks, key
+        self.layers, self.require_masks, self.key = layers, checks.flag("require_masks", require_masks), key
 
     def measure(self, net) -> float:
         """The one place sparsity is measured for the records."""

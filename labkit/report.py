@@ -26,7 +26,7 @@ from .files import write_bytes
 from .stats import pm
 from .tables import table
 
-__all__ = ["Clock", "run_header", "run_footer", "seeds_table", "Results"]
+__all__ = ["Clock", "run_header", "run_footer", "seeds_table", "results_path", "Results"]
 
 
 class Clock:
@@ -106,6 +106,21 @@ def seeds_table(runs) -> str:
 
 # --- results for the book's results page ------------------------------------------------------------
 
+def results_path(lab: str, profile: settings.Profile, folder=None) -> Path:
+    """``<folder>/<lab>.json`` (``folder`` default: ``results`` beside the notebook); a profile other
+    than ``full`` (a CI run) writes into ``<folder>/<profile>/``, never over the reference run's."""
+    if not isinstance(profile, settings.Profile):
+        raise ValueError(f"profile must be a labkit.settings.Profile (settings.profile()), got {profile!r}")
+    folder = Path(folder) if folder is not None else Path("results")
+    if profile.name != "full":
+        folder = folder / profile.name
+    return folder / f"{lab}.json"
+
+
+def _value(v: float, unit: str) -> str:
+    return f"{v:.2%}" if unit == "acc" else f"{v:.4g} {unit}"
+
+
 class Results:
     """A lab's headline numbers, saved as JSON for the book's results page (never typed there).
 
@@ -153,11 +168,19 @@ class Results:
                              "std": std, "n": int(n), "unit": unit})
 
     def path(self, folder=None) -> Path:
-        """``<folder>/<lab>.json``; a profile other than ``full`` writes into ``<folder>/<profile>/``."""
-        folder = Path(folder) if folder is not None else Path("results")
-        if self.profile.name != "full":
-            folder = folder / self.profile.name
-        return folder / f"{self.lab}.json"
+        """Where :meth:`save` writes: :func:`results_path` of this lab and profile."""
+        return results_path(self.lab, self.profile, folder)
+
+    def table(self, part: str | None = None) -> str:
+        """The entries recorded so far (of one ``part``, e.g. ``"(d)"``, or all), one row each:
+        part, label, value (accuracies in %, other units with their unit) and the spread over seeds."""
+        rows = [[e["part"], e["label"], _value(e["value"], e["unit"]),
+                 f"± {_value(e['std'], e['unit'])} ({e['n']} seeds)" if e["std"] is not None else ""]
+                for e in self.entries if part is None or e["part"] == part]
+        if not rows:
+            raise ValueError(f"Results.table: no entry of part {part!r}; parts: "
+                             f"{sorted({e['part'] for e in self.entries})}")
+        return table(rows, ["part", "result", "value", "spread"])
 
     def save(self, folder=None) -> Path:
         """Write ``<folder>/<lab>.json`` atomically (``folder`` default: ``results`` beside the

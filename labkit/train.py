@@ -48,7 +48,8 @@ from .data import CIFAR10, Split, batches
 from .devices import MEMORY_FORMATS, PRECISIONS, autocast, model_device, resolve_memory_format, resolve_precision
 from .files import save_torch
 from .layers import evaluating
-from .progress import MODES as PROGRESS_MODES, bar
+from .progress import bar
+from .settings import PROGRESS_MODES
 from .tables import table
 
 __all__ = ["TrainConfig", "Callback", "SaveBest", "History", "TrainingDiverged", "TrainingInterrupted",
@@ -478,7 +479,8 @@ def train(
                 raise TrainingDiverged(
                     f"training diverged: the loss turned non-finite ({record['loss']}) at epoch {epoch + 1}, "
                     f"step {record['diverged_at']} (lr={config.lr}); the model was reset to its weights at "
-                    f"the start of epoch {epoch + 1}, the last finite state (error.history holds the "
+                    f"the start of epoch {epoch + 1}, the last finite state, after that epoch's callbacks (a pruning "
+                    f"step there is kept; error.history holds the "
                     f"{len(history.records)} finished epochs). Try a smaller lr.",
                     history=history, epoch=epoch + 1, step=record["diverged_at"])
             evaluation_start = time.perf_counter()
@@ -510,7 +512,8 @@ def train(
                  if checkpoint is not None and done else "")
         raise TrainingInterrupted(
             f"training interrupted in epoch {epoch + 1} of {config.epochs}: the model holds its weights at "
-            f"{held} (the interrupted epoch's steps were undone); error.history holds the {done} finished "
+            f"{held} (the interrupted epoch's steps were undone; what its callbacks changed before them, "
+            f"e.g. a pruning step, is kept); error.history holds the {done} finished "
             f"epoch(s){again}", history=history, epoch=epoch + 1) from e
     finally:
         progress_bar.close()

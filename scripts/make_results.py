@@ -126,6 +126,11 @@ def _cell(text) -> str:
     return re.sub(r"([|*_`\\])", r"\\\1", str(text))
 
 
+def _se(n: int, p: float = 0.9) -> float:
+    """Binomial standard error of an accuracy p on n images, in points."""
+    return 100 * math.sqrt(p * (1 - p) / n)
+
+
 def _run_lines(run: dict) -> list[str]:
     lines = []
     when = run.get("date", "unknown date")
@@ -143,10 +148,16 @@ def _run_lines(run: dict) -> list[str]:
         lines.append(f"- **data**: {data}")
         if run.get("selection"):
             lines.append(f"- **selection**: {run['selection']}")
-        if n_test:
-            se = 100 * math.sqrt(0.9 * 0.1 / n_test)
+        n_val = run.get("val_images") or 0
+        if n_test and n_val:
+            n_all = n_test + n_val
+            lines.append(f"- **noise**: results that choose nothing use all {n_all} test images (one image "
+                         f"{100 / n_all:.2f} points, a binomial standard error of {_se(n_all):.1f} points near "
+                         f"90 %); fine-tuned results are reported on {n_test} of them (one image "
+                         f"{100 / n_test:.2f} points, standard error {_se(n_test):.1f} points)")
+        elif n_test:
             lines.append(f"- **noise**: one test image is {100 / n_test:.2f} points; the binomial standard "
-                         f"error of an accuracy near 90 % on {n_test} images is {se:.1f} points")
+                         f"error of an accuracy near 90 % on {n_test} images is {_se(n_test):.1f} points")
     if run.get("seeds"):
         lines.append(f"- **seeds**: {', '.join(str(s) for s in run['seeds'])}")
     return lines

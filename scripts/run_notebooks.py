@@ -38,12 +38,15 @@ def main() -> int:
     parser.add_argument("notebooks", nargs="*", type=Path, help="default: labs/*.ipynb")
     parser.add_argument("--profile", default="full", choices=["full", "ci"])
     parser.add_argument("--timeout", type=int, default=None, help="seconds per cell (default: none)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="with --profile ci: store the rehearsal's outputs in the notebooks (their header "
+                             "then says profile 'ci'), e.g. until a full reference run replaces them")
     args = parser.parse_args()
     paths = args.notebooks or sorted((REPO / "labs").glob("*.ipynb"))
     os.environ["LABKIT_PROFILE"] = args.profile
     os.environ.setdefault("LABKIT_PROGRESS", "text")
     # Only the full profile's outputs belong in the notebooks; a CI rehearsal goes elsewhere.
-    out_dir = None if args.profile == "full" else Path(tempfile.mkdtemp(prefix="labkit-ci-"))
+    out_dir = None if args.profile == "full" or args.in_place else Path(tempfile.mkdtemp(prefix="labkit-ci-"))
     total = 0.0
     for path in paths:
         out = path if out_dir is None else out_dir / path.name

@@ -1,8 +1,6 @@
 """labkit.checkpoints: one loader for pruned and/or quantized models (masks, quantizers, weights),
 check-first (a failed load changes nothing), and saves that are atomic and always load back."""
 import copy
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from labkit import checkpoints, models, prune, quant, structured
+from faults import save_under_size_limit
 from labkit.layers import prunable_layers
 from test_prune import LAYERS, SmallNet, batch
 
@@ -180,18 +179,8 @@ def test_a_failed_save_leaves_the_previous_file(tmp_path):
     small = pruned_quantized()
     checkpoints.save(small, path)
     good = path.read_bytes()
-    script = f"""
-import resource, signal, sys
-from labkit import checkpoints, models
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-try:
-    checkpoints.save(models.resnet20(), {str(path)!r})    # about 1.1 MB
-except Exception as e:
-    print("failed:", type(e).__name__, e)
-    sys.exit(3)
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = save_under_size_limit(f"checkpoints.save(models.resnet20(), {str(path)!r})", 20_000,   # about 1.1 MB
+                                 setup="from labkit import checkpoints, models\n")
     assert done.returncode == 3 and "failed: RuntimeError" in done.stdout, done.stdout + done.stderr
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     assert state_equal(checkpoints.load(path, SmallNet(seed=9)).state_dict(), small.state_dict())

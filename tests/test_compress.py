@@ -13,6 +13,7 @@ import torch
 from labkit import compress, models, prune, quant, structured
 from labkit.compress import PARTS, load, relative_indices, save, size_report
 from labkit.layers import prunable_layers
+from faults import save_under_size_limit
 
 
 def random_resnet(seed=0, **kwargs) -> models.ResNet:
@@ -371,24 +372,11 @@ def test_a_saved_model_always_loads(tmp_path, case, huffman):
 def test_a_failed_save_leaves_the_previous_file(tmp_path):
     """Issue 14 #2: save wrote over the destination in place; under a file-size limit a failed
     save cut a good file short. The limit is real (RLIMIT_FSIZE in a subprocess)."""
-    import subprocess
-    import sys
-
     path = tmp_path / "m.lkdc"
     save(make("pruned+quantized"), path)
     good = path.read_bytes()
-    script = f"""
-import resource, signal, sys, torch
-from labkit import compress, models
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)          # a write past the limit fails with EFBIG
-resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
-try:
-    compress.save(models.ResNet(), {str(path)!r})       # dense: about 1.1 MB, over the limit
-except OSError as e:
-    print("failed:", e)
-    sys.exit(3)
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = save_under_size_limit(f"compress.save(models.ResNet(), {str(path)!r})", 20_000,   # dense: about 1.1 MB
+                                 setup="from labkit import compress, models\n")
     assert done.returncode == 3 and "File too large" in done.stdout, done.stdout + done.stderr
     assert path.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir()) == ["m.lkdc"]
     assert_same_model(make("pruned+quantized"), load(path))

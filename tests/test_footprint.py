@@ -6,6 +6,7 @@ import torch
 
 from labkit import compress, footprint, models, prune, quant
 from labkit.layers import prunable_layers
+from faults import save_under_size_limit
 
 
 def _net(q=None, bits=None, seed=0):
@@ -75,26 +76,13 @@ def test_table_and_plot(tmp_path):
 def test_a_failed_torch_save_leaves_the_previous_file(tmp_path):
     """Issue 14 #2: the footprint's torch.save wrote over the destination in place; under a
     file-size limit (RLIMIT_FSIZE, for real, in a subprocess) a good file was cut short."""
-    import subprocess
-    import sys
-
     path = tmp_path / "m.pt"
     small = models.ResNet(inner=(1,) * 9)
     parts = footprint.torch_save_parts(small, path)
     good = path.read_bytes()
     assert sum(parts.values()) == len(good) < 200_000
-    script = f"""
-import resource, signal, sys
-from labkit import footprint, models
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
-try:
-    footprint.torch_save_parts(models.resnet20(), {str(path)!r})   # about 1.1 MB
-except Exception as e:
-    print("failed:", type(e).__name__, e)
-    sys.exit(3)
-"""
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    done = save_under_size_limit(f"footprint.torch_save_parts(models.resnet20(), {str(path)!r})", 200_000,
+                                 setup="from labkit import footprint, models\n")   # about 1.1 MB
     assert done.returncode == 3 and "failed: RuntimeError" in done.stdout, done.stdout + done.stderr
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 

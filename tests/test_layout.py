@@ -8,7 +8,7 @@ import pytest
 import labkit
 
 PACKAGE = Path(labkit.__file__).parent
-LEAF_IMPORTS = {"checks"}   # the one labkit module a leaf may import
+LEAF_IMPORTS = {"checks", "settings"}   # the labkit modules a leaf may import (they import none)
 
 
 def module_names():
@@ -93,10 +93,50 @@ def test_no_private_name_crosses_modules():
     assert not bad, bad
 
 
-def test_only_settings_reads_labkit_variables():
-    readers = [m for m in module_names() if "LABKIT_" in (PACKAGE / f"{m}.py").read_text(encoding="utf-8")
-               and "environ" in (PACKAGE / f"{m}.py").read_text(encoding="utf-8")]
+def environment_reads(source: str) -> list[str]:
+    """Every ``os.environ`` / ``os.getenv`` / ``os.putenv`` in ``source`` (any spelling of the import)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv", "putenv"):
+            found.append(node.attr)
+        elif isinstance(node, ast.ImportFrom) and node.module == "os":
+            found += [a.name for a in node.names if a.name in ("environ", "getenv", "putenv")]
+    return found
+
+
+def test_only_settings_reads_the_environment():
+    readers = [m for m in module_names() if environment_reads((PACKAGE / f"{m}.py").read_text(encoding="utf-8"))]
     assert readers == ["settings"]
+
+
+def private_attributes(source: str) -> list[str]:
+    """``module._name`` where ``module`` is a labkit module imported in ``source``."""
+    modules = {alias.asname or alias.name for node in ast.walk(ast.parse(source))
+               if isinstance(node, ast.ImportFrom) and (node.level == 1 and not node.module or node.module == "labkit")
+               for alias in node.names}
+    return [f"{node.value.id}.{node.attr}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id in modules and node.attr.startswith("_") and not node.attr.startswith("__")]
+
+
+def test_no_private_attribute_of_another_module_is_used():
+    bad = {m: found for m in module_names() if (found := private_attributes((PACKAGE / f"{m}.py").read_text(encoding="utf-8")))}
+    assert not bad, bad
+
+
+@pytest.mark.parametrize("source, expected", [
+    ("import os\nx = os.environ.get('LABKIT_X')", ["environ"]),
+    ("import os\nx = os.getenv('LABKIT_X')", ["getenv"]),
+    ("from os import getenv\nx = getenv('A')", ["getenv"]),
+    ("import os\nx = os.path.join('a')", []),
+])
+def test_environment_reads_are_found(source, expected):
+    assert environment_reads(source) == expected
+
+
+def test_private_attributes_are_found():
+    assert private_attributes("from . import prune\ndef f(m):\n    return prune._mask_of(m)") == ["prune._mask_of"]
+    assert private_attributes("from . import prune\nx = prune.Mask\ny = self._z") == []
 
 
 # --- the checks themselves catch what they are for ---------------------------------------------------

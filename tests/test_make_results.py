@@ -141,3 +141,12 @@ def test_the_gap_to_the_reference_is_said_with_the_recorded_step_counts(mr, resu
     assert "400 SGD steps" in gap[0] and "3\u202f920 steps, 9.8 times as many" in gap[0]
     reference["labs"].pop("lab2")           # nothing to compare with: no gap line
     assert not [l for l in page_lines(mr, results_dir, reference) if "gap to the reference" in l]
+
+
+def test_the_noise_line_names_both_image_counts_when_half_the_test_images_validate(mr, results_dir, reference):
+    doc = json.loads((results_dir / "lab2.json").read_text())
+    doc["run"] = dict(RUN, test_images=509, val_images=508)
+    (results_dir / "lab2.json").write_text(json.dumps(doc))
+    line = next(l for l in page_lines(mr, results_dir, reference) if l.startswith("- **noise**"))
+    assert "all 1017 test images (one image 0.10 points, a binomial standard error of 0.9 points" in line
+    assert "reported on 509 of them (one image 0.20 points, standard error 1.3 points)" in line   # sqrt(.09/509)

@@ -603,3 +603,8 @@ def test_zero_gradient_weights_are_those_reading_a_dead_channel():
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())   # the model is not changed
     with pytest.raises(ValueError, match="non-empty"):
         prune.zero_gradient_weights(net, split[:0])
+
+
+def test_record_sparsity_refuses_a_flag_that_is_not_a_bool():
+    with pytest.raises(ValueError, match="require_masks must be True or False"):
+        RecordSparsity(require_masks="no")

@@ -1,4 +1,6 @@
 """The run header and footer, seeds tables, and the results file."""
+from pathlib import Path
+
 import pytest
 
 from labkit import report, settings
@@ -128,3 +130,24 @@ def test_seeds_table_says_when_nothing_was_selected_and_how_each_row_was_reporte
     lines = report.seeds_table(mixed).splitlines()
     assert "reported epoch" in lines[0]
     assert "last epoch (no selection)" in lines[2] and "validation-selected epoch" in lines[3]
+
+
+def test_results_table_lists_the_entries_of_a_part_with_their_spread():
+    r = report.Results("lab9", profile=settings.PROFILES["full"])
+    r.add("a", 0.9164, part="(a)", label="pretrained")
+    r.add("c", 0.8721, std=0.0043, n=3, part="(c)", label="fine-tuned")
+    r.add("size", 58932, unit="bytes", part="(c)", label="file")
+    lines = r.table("(c)").splitlines()
+    assert lines[0].split() == ["part", "result", "value", "spread"] and len(lines) == 4
+    assert lines[2].split() == ["(c)", "fine-tuned", "87.21%", "±", "0.43%", "(3", "seeds)"]
+    assert lines[3].split() == ["(c)", "file", "5.893e+04", "bytes"]
+    assert len(r.table().splitlines()) == 5
+    with pytest.raises(ValueError, match=r"no entry of part '\(x\)'; parts: \['\(a\)', '\(c\)'\]"):
+        r.table("(x)")
+
+
+def test_results_path_is_the_profile_folder():
+    assert report.results_path("lab2", settings.PROFILES["full"], "r") == Path("r/lab2.json")
+    assert report.results_path("lab2", settings.PROFILES["ci"], "r") == Path("r/ci/lab2.json")
+    with pytest.raises(ValueError, match="settings.Profile"):
+        report.results_path("lab2", "ci")
