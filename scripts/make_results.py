@@ -145,6 +145,9 @@ def _run_lines(run: dict) -> list[str]:
     if run.get("train_images") is not None:
         n_test = run.get("test_images")
         data = f"CIFAR-10, {run['train_images']} training / {n_test} test images"
+        if run.get("val_images"):
+            data = (f"CIFAR-10, {run['train_images']} training / {run['val_images'] + n_test} test images "
+                    f"({run['val_images']} validate, {n_test} report)")
         lines.append(f"- **data**: {data}")
         if run.get("selection"):
             lines.append(f"- **selection**: {run['selection']}")

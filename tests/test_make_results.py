@@ -150,3 +150,5 @@ def test_the_noise_line_names_both_image_counts_when_half_the_test_images_valida
     line = next(l for l in page_lines(mr, results_dir, reference) if l.startswith("- **noise**"))
     assert "all 1017 test images (one image 0.10 points, a binomial standard error of 0.9 points" in line
     assert "reported on 509 of them (one image 0.20 points, standard error 1.3 points)" in line   # sqrt(.09/509)
+    data = next(l for l in page_lines(mr, results_dir, reference) if l.startswith("- **data**"))
+    assert data.endswith("5085 training / 1017 test images (508 validate, 509 report)")
