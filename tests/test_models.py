@@ -315,15 +315,16 @@ def test_pretrained_downloads_when_absent_then_uses_local_copy(tmp_path, monkeyp
     monkeypatch.setattr(models, "CHECKPOINT_SHA256_PREFIX", digest[:8])
     calls = []
 
-    def fake_fetch(url, dest, *, md5=None, sha256_prefix=None, desc=None):
-        calls.append((url, dest, sha256_prefix))
+    def fake_fetch(url, dest, *, md5=None, sha256_prefix=None, desc=None, progress="auto"):
+        calls.append((url, dest, sha256_prefix, progress))
         dest.parent.mkdir(parents=True, exist_ok=True)  # as the real fetch does
         dest.write_bytes(data)
         return dest
 
     monkeypatch.setattr(download, "fetch", fake_fetch)
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")       # read once where the fetch is called, passed down
     net = resnet20(pretrained=True, root=root)
-    assert calls == [(models.CHECKPOINT_URL, root / f"resnet20-{digest[:8]}.th", digest[:8])]
+    assert calls == [(models.CHECKPOINT_URL, root / f"resnet20-{digest[:8]}.th", digest[:8], "off")]
     assert_same_state(net.eval(), src)
     resnet20(pretrained=True, root=root)  # file present now: no second download
     assert len(calls) == 1
