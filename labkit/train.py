@@ -49,7 +49,6 @@ from .devices import MEMORY_FORMATS, PRECISIONS, autocast, model_device, resolve
 from .files import save_torch
 from .layers import evaluating
 from .progress import bar
-from .settings import PROGRESS_MODES
 from .tables import table
 
 __all__ = ["TrainConfig", "Callback", "SaveBest", "History", "TrainingDiverged", "TrainingInterrupted",
@@ -324,7 +323,7 @@ def _progress_mode(progress) -> str:
         return settings.progress()
     if progress is False:
         return "off"
-    return checks.one_of("progress", progress, PROGRESS_MODES)
+    return checks.one_of("progress", progress, settings.PROGRESS_MODES)
 
 
 class _Snapshot:

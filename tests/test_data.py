@@ -145,12 +145,19 @@ def test_cifar10_missing_without_download(monkeypatch, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_cifar10_uses_a_tarball_placed_by_hand(monkeypatch, tmp_path):
+def tarball_placed_by_hand(monkeypatch, tmp_path):
+    """A folder ``root`` holding a small official-layout tarball (its MD5 made the expected one),
+    as a student who downloaded it by hand has; returns (root, content)."""
     body, content = make_tarball(tmp_path / "build")
     root = tmp_path / "root"
     root.mkdir()
     (root / D.TARBALL).write_bytes(body)
     monkeypatch.setattr(D, "CIFAR10_MD5", hashlib.md5(body).hexdigest())
+    return root, content
+
+
+def test_cifar10_uses_a_tarball_placed_by_hand(monkeypatch, tmp_path):
+    root, content = tarball_placed_by_hand(monkeypatch, tmp_path)
     assert_matches(cifar10(root=root, download=False, verbose=False), content)
     assert sorted(leftovers(root)) == sorted([D.FOLDER, D.TARBALL])  # the user's copy is kept
 
@@ -498,11 +505,7 @@ def test_download_true_repairs_a_truncated_batch(served_tarball, server, tmp_pat
 
 
 def test_a_tarball_in_the_folder_repairs_a_truncated_batch(monkeypatch, tmp_path):
-    body, content = make_tarball(tmp_path / "build")
-    root = tmp_path / "root"
-    root.mkdir()
-    (root / D.TARBALL).write_bytes(body)
-    monkeypatch.setattr(D, "CIFAR10_MD5", hashlib.md5(body).hexdigest())
+    root, content = tarball_placed_by_hand(monkeypatch, tmp_path)
     monkeypatch.setattr(D, "CIFAR10_URL", "http://unused.invalid/")  # must not be contacted
     cifar10(root=root, download=False, verbose=False)
     truncate(root / D.FOLDER / "data_batch_1", 0.3)
