@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import hashlib
 import importlib
 import os
 import pickle
@@ -40,8 +41,8 @@ from . import settings
 from .checks import fraction as check_fraction, integer
 from .download import DownloadError, check_folder, fetch, md5 as file_md5, offline_hint, sha256
 
-__all__ = ["CIFAR10_URL", "CIFAR10_MD5", "Split", "CIFAR10", "DamagedFileError", "cifar10", "shrink",
-           "is_reference_subset", "split_validation", "validation_from_test", "augment", "batches"]
+__all__ = ["CIFAR10_URL", "CIFAR10_MD5", "COURSE_SUBSET_IMAGES", "COURSE_SUBSET_SHA256", "Split", "CIFAR10",
+           "DamagedFileError", "cifar10", "fingerprint", "shrink", "is_reference_subset", "split_validation", "validation_from_test", "augment", "batches"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -54,10 +55,12 @@ NUM_CLASSES = 10
 FULL_TRAIN_IMAGES = 50_000  # the official training batches together (the offline subset has 5085)
 PAD = 4  # zero padding of the random crop (the course's "random crop 32, padding 4")
 
-# The course's offline subset of CIFAR-10 (the first 1017 images of every official batch: 5085
-# train / 1017 test), on which the notebooks' stored outputs were computed: SHA-256 of its
-# test_batch. With the full dataset the same cells print other accuracies.
-REFERENCE_SUBSET_TEST_SHA256 = "75e7336beb2929d15e15552561fd51c7658a75ea18b7de89710d7885baa76925"
+# The course's subset of CIFAR-10, on which the notebooks' stored outputs were computed: the first
+# 1017 images of every official batch (5085 train / 1017 test). ``cifar10(subset="course")`` (or
+# LABKIT_SUBSET=course) reads it out of the full dataset; it is recognised by its content, the
+# SHA-256 of its pixels and labels (:func:`fingerprint`), not by a file's bytes.
+COURSE_SUBSET_IMAGES = 1017
+COURSE_SUBSET_SHA256 = "5ea68e1c73cde749acbaa020e3f09fba81bcbb8827748ef42d6fd9a589858312"
 
 
 # --------------------------------------------------------------------------- containers
@@ -246,8 +249,16 @@ def _load_classes(path) -> list[str]:
     return [n.decode("utf-8") if isinstance(n, bytes) else str(n) for n in names]
 
 
-def _load_split(folder: Path, names) -> Split:
+def _load_split(folder: Path, names, first: int | None = None) -> Split:
+    """The batch files ``names`` of ``folder`` as one Split; ``first``: only the first images of each."""
     parts = [_load_batch(folder / n) for n in names]
+    if first is not None:
+        short = [f"{n} ({len(p[1])})" for n, p in zip(names, parts) if len(p[1]) < first]
+        if short:
+            raise ValueError(f"{folder}: the course's subset is the first {first} images of every batch, but "
+                             f"these batches hold fewer: {', '.join(short)}. Point LABKIT_DATA at the full "
+                             f"CIFAR-10 (or at the course's subset itself)")
+        parts = [(d[:first], l[:first]) for d, l in parts]
     data = np.concatenate([p[0] for p in parts])      # (N, 3072), a fresh writable copy
     labels = np.concatenate([p[1] for p in parts])    # (N,)
     # rows are stored channel-major: 1024 red, 1024 green, 1024 blue, each 32x32 row-major
@@ -293,7 +304,8 @@ def _missing(folder: Path) -> list[str]:
     return [n for n in (*TRAIN_FILES, TEST_FILE, META_FILE) if not (folder / FOLDER / n).is_file()]
 
 
-def cifar10(root=None, *, download: bool = True, verbose: bool = True, progress=None) -> CIFAR10:
+def cifar10(root=None, *, subset: str | None = None, download: bool = True, verbose: bool = True,
+            progress=None) -> CIFAR10:
     """Load CIFAR-10 from ``<root>/cifar-10-batches-py/`` (root resolved by ``data_dir``).
 
     When files are missing: a ``cifar-10-python.tar.gz`` already in root (e.g. copied there by
@@ -307,6 +319,9 @@ def cifar10(root=None, *, download: bool = True, verbose: bool = True, progress=
     :class:`DamagedFileError` names the file and says how to repair it.
 
     Any number of images per batch file is accepted (the course's offline subset has 1017).
+    ``subset``: ``"all"`` (every image of the folder) or ``"course"`` (the first
+    ``COURSE_SUBSET_IMAGES`` of every batch: the data of the stored notebook outputs, read out of the
+    full dataset; the offline subset itself reads unchanged); None: ``$LABKIT_SUBSET`` (default all).
     Returns images (N, 3, 32, 32) uint8 and labels (N,) int64 on the CPU; ``.to(device)`` moves.
     ``progress``: the download bar's mode (None: ``$LABKIT_PROGRESS``, read once here; False: off).
 
@@ -318,6 +333,10 @@ def cifar10(root=None, *, download: bool = True, verbose: bool = True, progress=
     """
     root, source = settings.data_folder(root)
     check_folder(root, source)
+    subset = settings.subset() if subset is None else subset
+    if subset not in settings.SUBSETS:
+        raise ValueError(f"subset must be one of {list(settings.SUBSETS)}, got {subset!r}")
+    first = COURSE_SUBSET_IMAGES if subset == "course" else None
     if progress is None or progress is True:
         progress = settings.progress()
     missing = _missing(root)
@@ -332,7 +351,7 @@ def cifar10(root=None, *, download: bool = True, verbose: bool = True, progress=
             raise FileNotFoundError(f"{where} Extraction did not produce them. "
                                     f"{offline_hint(f'{FOLDER}/ (or {TARBALL})')}")
     try:
-        data = _read(root / FOLDER)
+        data = _read(root / FOLDER, first)
     except DamagedFileError as e:
         where = f"{e} (folder from {source})."
         if verbose and ((root / TARBALL).is_file() or download):
@@ -341,14 +360,15 @@ def cifar10(root=None, *, download: bool = True, verbose: bool = True, progress=
             raise DamagedFileError(e.path, f"{where} Pass download=True to replace {FOLDER}/ with the official "
                                            f"files (downloaded from {CIFAR10_URL}), or put {TARBALL} in the "
                                            f"folder, or copy a good {e.path.name} over it.") from e
-        data = _read(root / FOLDER)     # damaged again: the error names the file
+        data = _read(root / FOLDER, first)     # damaged again: the error names the file
     if verbose:  # where the folder came from, not the machine's path (notebook outputs are published)
-        print(f"CIFAR-10: {len(data.train)} train / {len(data.test)} test images (folder from {source})")
+        which = f"the course's subset, the first {first} images of every batch, " if first else ""
+        print(f"CIFAR-10: {len(data.train)} train / {len(data.test)} test images ({which}folder from {source})")
     return data
 
 
-def _read(folder: Path) -> CIFAR10:
-    return CIFAR10(train=_load_split(folder, TRAIN_FILES), test=_load_split(folder, [TEST_FILE]),
+def _read(folder: Path, first: int | None = None) -> CIFAR10:
+    return CIFAR10(train=_load_split(folder, TRAIN_FILES, first), test=_load_split(folder, [TEST_FILE], first),
                    classes=_load_classes(folder / META_FILE))
 
 
@@ -389,11 +409,28 @@ def shrink(data: CIFAR10, profile: settings.Profile) -> CIFAR10:
     return dataclasses.replace(data, train=data.train[:n], classes=list(data.classes))
 
 
-def is_reference_subset(root=None) -> bool:
-    """True when ``data_dir(root)`` holds the course's offline subset, the data of the stored
-    notebook outputs (their checked cells compare equal only on it); False for other data or none."""
-    path = settings.data_folder(root)[0] / FOLDER / TEST_FILE
-    return path.is_file() and sha256(path) == REFERENCE_SUBSET_TEST_SHA256
+def fingerprint(data: CIFAR10) -> str:
+    """SHA-256 of the content of ``data``: the pixels and labels of its training and test images, in
+    order (not a file's bytes, so that the same images read from other files give the same value)."""
+    if not isinstance(data, CIFAR10):
+        raise ValueError(f"fingerprint needs a labkit.data.CIFAR10, got {type(data).__name__}")
+    h = hashlib.sha256()
+    for split in (data.train, data.test):
+        h.update(len(split).to_bytes(8, "little"))
+        h.update(split.images.cpu().contiguous().numpy().tobytes())
+        h.update(split.labels.cpu().to(torch.int64).numpy().astype("<i8").tobytes())
+    return h.hexdigest()
+
+
+def is_reference_subset(root=None, *, subset: str | None = None) -> bool:
+    """True when :func:`cifar10` (same ``root`` and ``subset``) gives the course's subset, the data of
+    the stored notebook outputs (their checked cells compare equal only on it), judged by content:
+    the offline copy, or the full dataset read with ``subset="course"``. False for other data or none."""
+    try:
+        data = cifar10(root, subset=subset, download=False, verbose=False)
+    except (OSError, ValueError, pickle.UnpicklingError):
+        return False
+    return fingerprint(data) == COURSE_SUBSET_SHA256
 
 
 def split_validation(split: Split, fraction: float, *, seed: int = 0) -> tuple[Split, Split]:

@@ -5,6 +5,9 @@
 ``LABKIT_PROFILE``   ``full`` (the reference run) or ``ci`` (a quick run, see :class:`Profile`)
 ``LABKIT_DEVICE``    ``cpu``, ``cuda``, ``cuda:N`` or ``mps``: overrides the automatic choice
 ``LABKIT_PROGRESS``  ``auto`` (notebook widgets or text), ``text`` or ``off``
+``LABKIT_SUBSET``    ``course``: read the course's CIFAR-10 subset (the first 1017 images of every
+                     batch) out of the full dataset, as the stored outputs were computed; ``all``
+                     (default): every image the folder holds
 =================== =========================================================================
 
 Each function reads its variable when it is called; the public entry points (``data.cifar10``,
@@ -18,9 +21,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["PROFILES", "PROGRESS_MODES", "Profile", "data_folder", "profile", "device", "progress"]
+__all__ = ["PROFILES", "PROGRESS_MODES", "SUBSETS", "Profile", "data_folder", "profile", "device", "progress",
+           "subset"]
 
 PROGRESS_MODES = ("auto", "text", "off")
+SUBSETS = ("all", "course")
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,14 @@ def progress() -> str:
     if mode not in PROGRESS_MODES:
         raise ValueError(f"LABKIT_PROGRESS={mode!r} is not a mode; use one of {list(PROGRESS_MODES)}")
     return mode
+
+
+def subset() -> str:
+    """``$LABKIT_SUBSET``: ``all`` (default) or ``course`` (see ``labkit.data.cifar10``)."""
+    name = _read("LABKIT_SUBSET", "all")
+    if name not in SUBSETS:
+        raise ValueError(f"LABKIT_SUBSET={name!r} is not a subset; use one of {list(SUBSETS)}")
+    return name
 
 
 def device() -> str | None:

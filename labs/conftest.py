@@ -2,9 +2,10 @@
 nbval's own tag) are compared with the stored ones, which come from the reference run on the
 course's offline CIFAR-10 subset; every other cell is executed, its output not compared.
 
-With other data (e.g. the full dataset, downloaded on a fresh machine), a notebook that loads
-CIFAR-10 prints other accuracies, so its cells are still executed (an error fails) but their
-outputs are not compared; the header of the test run says which case applies.
+The full dataset (downloaded on a fresh machine) gives the same data with ``LABKIT_SUBSET=course``,
+which reads the subset out of it (recognised by its pixels and labels). With other data a notebook
+that loads CIFAR-10 prints other accuracies, so its cells are still executed (an error fails) but
+their outputs are not compared; the header of the test run says which case applies.
 """
 import functools
 from pathlib import Path
@@ -19,15 +20,22 @@ def _uses_cifar(path: Path) -> bool:
     return "cifar10(" in path.read_text(encoding="utf-8")
 
 
+@functools.lru_cache(maxsize=None)
+def _course_data() -> bool:
+    """Does data.cifar10() give the course's subset here (read once per test run)?"""
+    return is_reference_subset()
+
+
 def pytest_report_header(config):
-    if is_reference_subset():
+    if _course_data():
         return "notebooks: checked outputs compared (the offline CIFAR-10 subset is in use)"
-    return (f"notebooks: {data_dir()} does not hold the offline CIFAR-10 subset of the stored runs, so "
-            f"the notebooks that load CIFAR-10 are executed but their outputs are not compared")
+    return (f"notebooks: {data_dir()} does not give the CIFAR-10 subset of the stored runs, so the notebooks "
+            f"that load CIFAR-10 are executed but their outputs are not compared (with the full dataset, "
+            f"set LABKIT_SUBSET=course to compare them)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if is_reference_subset():
+    if _course_data():
         return
     for item in items:
         options = getattr(item, "options", None)          # nbval's cell items carry their options

@@ -1,5 +1,6 @@
 """labkit.data: CIFAR-10 loading (real offline copy and a fake one served over local HTTP),
 the restricted unpickler, batched augmentation against a loop reference, and batches()."""
+import dataclasses
 import hashlib
 import io
 import os
@@ -597,3 +598,89 @@ def test_validation_from_the_offline_test_images(subset_root):
     assert not key(tuned.val) & key(tuned.test) and key(tuned.val) | key(tuned.test) == key(ds.test)
     assert tuned.protocol().startswith(f"validation: {len(tuned.val)} of the 1017 test images (class-balanced, "
                                        f"seed 0) choose the epoch; reported on the other {len(tuned.test)}")
+
+
+# --------------------------------------------------------------------------- the course's subset
+
+def _official_batch(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def write_larger_official_folder(subset_root: Path, dest: Path, extra: int, protocol=2) -> None:
+    """dest/cifar-10-batches-py/ in the official layout, each batch the offline subset's images
+    followed by ``extra`` other ones (a stand-in for the full 10 000-image batches)."""
+    rng = np.random.default_rng(1)
+    out = dest / D.FOLDER
+    out.mkdir(parents=True)
+    for name in FAKE_FILES:
+        d = _official_batch(subset_root / D.FOLDER / name)
+        more = rng.integers(0, 256, (extra, 3072), dtype=np.uint8)
+        d[b"data"] = np.concatenate([d[b"data"], more])
+        d[b"labels"] = list(d[b"labels"]) + [int(v) for v in rng.integers(0, 10, extra)]
+        with open(out / name, "wb") as f:
+            pickle.dump(d, f, protocol=protocol)
+    (out / D.META_FILE).write_bytes((subset_root / D.FOLDER / D.META_FILE).read_bytes())
+
+
+def test_the_course_subset_is_read_out_of_a_larger_official_folder(subset_root, tmp_path, capsys):
+    write_larger_official_folder(subset_root, tmp_path, extra=40)
+    offline = cifar10(subset_root, download=False, verbose=False)
+    whole = cifar10(tmp_path, subset="all", download=False, verbose=False)
+    assert (len(whole.train), len(whole.test)) == (5 * 1057, 1057)
+    assert D.fingerprint(whole) != D.COURSE_SUBSET_SHA256 and not D.is_reference_subset(tmp_path, subset="all")
+    course = cifar10(tmp_path, subset="course", download=False)
+    assert "the course's subset, the first 1017 images of every batch" in capsys.readouterr().out
+    for a, b in ((course.train, offline.train), (course.test, offline.test)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
+    assert D.fingerprint(course) == D.COURSE_SUBSET_SHA256
+    assert D.is_reference_subset(tmp_path, subset="course")
+
+
+def test_the_course_subset_of_the_offline_copy_is_the_copy_itself(subset_root, monkeypatch):
+    offline = cifar10(subset_root, download=False, verbose=False)
+    monkeypatch.setenv("LABKIT_SUBSET", "course")               # the environment setting
+    course = cifar10(subset_root, download=False, verbose=False)
+    assert torch.equal(course.train.images, offline.train.images) and torch.equal(course.test.labels, offline.test.labels)
+    assert D.fingerprint(offline) == D.COURSE_SUBSET_SHA256 and D.is_reference_subset(subset_root)
+    monkeypatch.setenv("LABKIT_SUBSET", "half")
+    with pytest.raises(ValueError, match="LABKIT_SUBSET='half'"):
+        cifar10(subset_root, download=False, verbose=False)
+
+
+def test_the_subset_is_recognised_by_content_not_by_file_bytes(subset_root, tmp_path):
+    write_larger_official_folder(subset_root, tmp_path / "p4", extra=0, protocol=4)    # other bytes, same images
+    assert (tmp_path / "p4" / D.FOLDER / D.TEST_FILE).read_bytes() != \
+        (subset_root / D.FOLDER / D.TEST_FILE).read_bytes()
+    assert D.is_reference_subset(tmp_path / "p4")
+    path = tmp_path / "p4" / D.FOLDER / D.TEST_FILE                                   # one pixel changed
+    d = _official_batch(path)
+    d[b"data"][5, 100] ^= 1
+    path.write_bytes(pickle.dumps(d, protocol=2))
+    assert not D.is_reference_subset(tmp_path / "p4")
+    assert not D.is_reference_subset(tmp_path / "nothing-here")
+
+
+def test_the_course_subset_needs_batches_that_hold_it(tmp_path):
+    write_fake_cifar(tmp_path, n_per_file=5)
+    with pytest.raises(ValueError, match=r"first 1017 images of every batch.*data_batch_1 \(5\)"):
+        cifar10(tmp_path, subset="course", download=False, verbose=False)
+    with pytest.raises(ValueError, match="subset must be one of"):
+        cifar10(tmp_path, subset="first", download=False, verbose=False)
+    with pytest.raises(ValueError, match="fingerprint needs"):
+        D.fingerprint(tmp_path)
+
+
+def test_the_fingerprint_covers_pixels_labels_and_order(tmp_path, data_root):
+    write_fake_cifar(tmp_path, n_per_file=4)
+    base = cifar10(tmp_path, download=False, verbose=False)
+    changed_label = dataclasses.replace(base, test=Split(base.test.images, (base.test.labels + 1) % 10))
+    swapped = dataclasses.replace(base, train=base.train[torch.tensor([1, 0, *range(2, 20)])])
+    moved = dataclasses.replace(base, train=base.train[:19], test=Split(torch.cat([base.train.images[19:], base.test.images]),
+                                                                         torch.cat([base.train.labels[19:], base.test.labels])))
+    prints = {D.fingerprint(d) for d in (base, changed_label, swapped, moved)}
+    assert len(prints) == 4
+    # the offline copy with the course's counts must be recognised (else every subset_root test would skip)
+    offline = cifar10(data_root, download=False, verbose=False)
+    if (len(offline.train), len(offline.test)) == (5085, 1017):
+        assert D.fingerprint(offline) == D.COURSE_SUBSET_SHA256
