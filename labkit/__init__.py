@@ -5,6 +5,7 @@ holds this, imports inside functions included), so each layer can be read withou
 
 Layer 0, leaves (no labkit imports but `checks` and `settings`, which import none):
     settings       every LABKIT_* environment variable, read once per entry point; the run Profile
+    course         the course's shared parameters (sparsities, bits, epochs, seeds), one edition per term
     checks         argument checks with clear errors (int, finite number, fraction, flag, choice)
     tables         plain-text tables: every table labkit prints
     stats          noise: binomial standard error, mean ± std over seeds, differences, verdicts
@@ -42,7 +43,7 @@ a table comparing several is the module's ``<what>_table(...)`` function.
 __version__ = "0.1.0"
 
 LAYERS = (
-    ("settings", "checks", "tables", "stats", "layers", "progress", "files", "huffman"),
+    ("settings", "course", "checks", "tables", "stats", "layers", "progress", "files", "huffman"),
     ("download", "devices", "plots", "sparse_linear"),
     ("data", "models"),
     ("train",),

@@ -5,6 +5,7 @@
 ``LABKIT_PROFILE``   ``full`` (the reference run) or ``ci`` (a quick run, see :class:`Profile`)
 ``LABKIT_DEVICE``    ``cpu``, ``cuda``, ``cuda:N`` or ``mps``: overrides the automatic choice
 ``LABKIT_PROGRESS``  ``auto`` (notebook widgets or text), ``text`` or ``off``
+``LABKIT_COURSE``    the edition of the course's parameters (``labkit.course``): ``course`` or ``2024``
 ``LABKIT_SUBSET``    ``course``: read the course's CIFAR-10 subset (the first 1017 images of every
                      batch) out of the full dataset, as the stored outputs were computed; ``all``
                      (default): every image the folder holds
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = ["PROFILES", "PROGRESS_MODES", "SUBSETS", "Profile", "data_folder", "profile", "device", "progress",
-           "subset"]
+           "subset", "course"]
 
 PROGRESS_MODES = ("auto", "text", "off")
 SUBSETS = ("all", "course")
@@ -77,6 +78,11 @@ def subset() -> str:
     if name not in SUBSETS:
         raise ValueError(f"LABKIT_SUBSET={name!r} is not a subset; use one of {list(SUBSETS)}")
     return name
+
+
+def course() -> str:
+    """``$LABKIT_COURSE`` as written (default ``course``); ``labkit.course.current`` checks it."""
+    return os.environ.get("LABKIT_COURSE", "").strip() or "course"
 
 
 def device() -> str | None:
