@@ -215,6 +215,23 @@ class Speedup:
     def __str__(self) -> str:
         return f"{self.median:.2f}x (quartiles allow {self.low:.2f}x to {self.high:.2f}x)"
 
+    @property
+    def faster(self) -> bool | None:
+        """True: faster beyond the spread (the model's interquartile range lies wholly below the
+        baseline's, low > 1); False: slower beyond it (high < 1); None: the ranges overlap."""
+        return True if self.low > 1 else False if self.high < 1 else None
+
+    def sentence(self, model: str, baseline: str) -> str:
+        """The verdict in words: "faster" or "slower" only when the interquartile ranges do not overlap."""
+        if self.faster:
+            return (f"{model} is faster than {baseline}: {self.median:.2f}x, at least {self.low:.2f}x within "
+                    f"the quartiles (the interquartile ranges do not overlap).")
+        if self.faster is False:
+            return (f"{model} is slower than {baseline}: {self.median:.2f}x, at most {self.high:.2f}x within "
+                    f"the quartiles (the interquartile ranges do not overlap).")
+        return (f"{model} and {baseline} are not told apart by this run: {self.median:.2f}x, but the "
+                f"quartiles allow {self.low:.2f}x to {self.high:.2f}x (the interquartile ranges overlap).")
+
 
 def speedup(results: dict, model, baseline, batch_size: int, threads=None) -> Speedup:
     """How much faster `model` ran than `baseline` at one setting of `measure`'s results."""
@@ -226,18 +243,20 @@ def speedup(results: dict, model, baseline, batch_size: int, threads=None) -> Sp
     return Speedup(base.median / m.median, bq1 / mq3, bq3 / mq1)
 
 
-def crossover(results: dict, kind: str, baseline) -> dict:
+def crossover(results: dict, kind: str, baseline, *, beyond_spread: bool = False) -> dict:
     """{(batch_size, threads): the lowest sparsity s such that every model (kind, s') with
     s' >= s ran faster than `baseline` (median), or None if the fastest-sparsity one did not}.
-    Model keys are (kind, sparsity) tuples."""
+    ``beyond_spread=True``: faster only when the interquartile ranges do not overlap
+    (:attr:`Speedup.faster`). Model keys are (kind, sparsity) tuples."""
     out = {}
     for b, t in dict.fromkeys((b, t) for _, b, t in results):
-        base = results[(baseline, b, t)].median
+        base = results[(baseline, b, t)]
         found = None
-        points = sorted((k[1], lat.median) for (k, bb, tt), lat in results.items()
+        points = sorted((k[1], lat) for (k, bb, tt), lat in results.items()
                         if isinstance(k, tuple) and k[0] == kind and (bb, tt) == (b, t))
-        for s, med in reversed(points):       # from the sparsest down, while faster than baseline
-            if med >= base:
+        for s, lat in reversed(points):       # from the sparsest down, while faster than baseline
+            (mq1, mq3), (bq1, _) = lat.quartiles, base.quartiles
+            if (mq3 >= bq1) if beyond_spread else (lat.median >= base.median):
                 break
             found = s
         out[(b, t)] = found

@@ -73,6 +73,29 @@ def test_speedup_and_its_range():
         latency.speedup(res, "fast", "base", 256, 1)
 
 
+@pytest.mark.parametrize("model, faster, words", [
+    ([1.0, 2.0, 2.0, 2.0, 3.0], True, "fast is faster than base: 3.00x, at least 2.50x"),
+    ([9.0, 10.0, 10.0, 11.0, 12.0], False, "fast is slower than base: 0.60x, at most 0.70x"),
+    ([4.0, 5.5, 6.0, 6.5, 8.0], None, "are not told apart by this run: 1.00x, but the quartiles allow 0.77x to 1.27x"),
+])
+def test_speedup_says_faster_only_when_the_interquartile_ranges_do_not_overlap(model, faster, words):
+    res = _fake({"base": [4.0, 5.0, 6.0, 7.0, 8.0], "fast": model})   # base quartiles 5 and 7
+    s = latency.speedup(res, "fast", "base", 1, 1)
+    assert s.faster is faster
+    assert words in s.sentence("fast", "base")
+    # the case: 0.91x with quartiles 0.88-0.96x is slower beyond the spread, not "on it"
+    assert latency.Speedup(0.91, 0.88, 0.96).faster is False
+    assert latency.Speedup(1.0, 0.99, 1.01).faster is None
+
+
+def test_crossover_beyond_the_spread():
+    base = [0.9, 1.0, 1.0, 1.0, 1.1]                                    # quartiles 1.0 and 1.0
+    res = _fake({("dense", 0.0): base, ("CSR", 0.9): [0.8, 0.9, 0.95, 1.05, 1.1],   # median below, q3 above
+                 ("CSR", 0.95): [0.5, 0.6, 0.6, 0.6, 0.7]})
+    assert latency.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): 0.9}        # by medians
+    assert latency.crossover(res, "CSR", ("dense", 0.0), beyond_spread=True) == {(1, 1): 0.95}
+
+
 def test_crossover():
     base = [1.0] * 3
     res = _fake({("dense", 0.0): base, ("CSR", 0.5): [3.0] * 3, ("CSR", 0.8): [0.9] * 3,
