@@ -85,7 +85,7 @@ def test_speedup_says_faster_only_when_the_interquartile_ranges_do_not_overlap(m
     assert words in s.sentence("fast", "base")
     # the case: 0.91x with quartiles 0.88-0.96x is slower beyond the spread, not "on it"
     assert latency.Speedup(0.91, 0.88, 0.96).faster is False
-    assert latency.Speedup(1.0, 0.99, 1.01).faster is None
+    assert latency.Speedup(1.05, 0.95, 1.2).faster is None and latency.Speedup(0.95, 0.8, 1.05).faster is None
 
 
 def test_crossover_beyond_the_spread():
