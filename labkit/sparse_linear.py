@@ -29,7 +29,7 @@ __all__ = [
     "X", "Y", "W_STAR", "METHODS", "PENALISED",
     "loss", "gradient", "soft_threshold", "project_top_k", "optimize",
     "steps_to_reach", "support_from", "sign_flips", "objective", "objective_increases",
-    "facts", "runs_table",
+    "facts", "runs_table", "l1_answers", "proximal_vs_subgradient", "trimmed_answers",
 ]
 
 # The lab's data: one row per point x_i (3, 5), targets y_i (3,).
@@ -243,3 +243,120 @@ def runs_table(runs, **kwargs):
         s["W"] = "[" + ", ".join(f"{v:{decimals + 3}.{decimals}f}" for v in s["W"]) + "]"
         rows.append([str(label)] + ["never" if v is None else str(v) for v in s.values()])
     return table(rows, ["run"] + list(s))
+
+
+# --------------------------------------------------------------------------- the answers, from the runs
+# Each function states what a part's runs show, in sentences computed from them, so that no answer
+# can go false when a parameter (lambda, the step size, the number of steps) changes.
+
+def _lam(lam) -> str:
+    return f"{lam:g}"
+
+
+def _which(lams, flags, *, every: str, none: str, some: str) -> str:
+    """'every' when every flag holds, 'none' when none does, else 'some' with the λ where it does."""
+    flags = [bool(f) for f in flags]
+    if all(flags):
+        return every
+    if not any(flags):
+        return none
+    return some.format(", ".join(_lam(l) for l, f in zip(lams, flags) if f))
+
+
+def _trend(values) -> str:
+    """'grows', 'falls' or 'is not monotone' (in the order given)."""
+    v = list(values)
+    if all(a < b for a, b in zip(v, v[1:])):
+        return "grows"
+    if all(a > b for a, b in zip(v, v[1:])):
+        return "falls"
+    return "is not monotone"
+
+
+def _shrunk(w, target=W_STAR) -> bool:
+    """Are the kept elements (the non-zeros of target) pulled towards 0: |w_j| < |w*_j| for each?"""
+    keep = np.flatnonzero(target)
+    return bool(np.all(np.abs(w[keep]) < np.abs(target[keep])))
+
+
+def _check_runs(runs, lams):
+    runs = list(runs.values()) if isinstance(runs, dict) else list(runs)
+    lams = list(lams)
+    if len(runs) != len(lams) or not runs:
+        raise ValueError(f"need one run per lambda: {len(runs)} runs for {len(lams)} lambdas")
+    return runs, lams
+
+
+def l1_answers(runs, lams, *, target=W_STAR) -> list[str]:
+    """What runs of an L1-penalised method show (one run per λ, in the order of ``lams``):
+    exact zeros, the support found, the shrinkage of the kept weights, how the final loss and the
+    sign flips change with λ. Sentences, for printing."""
+    runs, lams = _check_runs(runs, lams)
+    last = [np.asarray(W)[-1] for _, W in runs]
+    zeros = [int(np.sum(w == 0.0)) for w in last]
+    n_zero = int(np.sum(np.asarray(target) == 0))
+    support = [support_from(W, target) for _, W in runs]
+    flips = [sign_flips(W) for _, W in runs]
+    final = [float(L[-1]) for L, _ in runs]
+    lam_list = ", ".join(_lam(l) for l in lams)
+    out = [
+        "Exact zeros at the end: " + ", ".join(map(str, zeros)) + f" (λ = {lam_list}; W* has {n_zero}). "
+        + _which(lams, [z >= n_zero for z in zeros], every="Every run has at least W*'s zeros.",
+                 none="No run has as many exact zeros as W*.", some="Runs with at least W*'s zeros: λ = {}."),
+        _which(lams, [s is not None for s in support], every="Every run ends with the support of W*",
+               none="No run ends with the support of W*.", some="The support of W* is found at λ = {} only")
+        + ("" if all(s is None for s in support) else
+           " (from step " + ", ".join("never" if s is None else str(s) for s in support) + ")."),
+        _which(lams, [_shrunk(w, target) for w in last],
+               every="The kept weights are shrunk towards 0 (|w_j| below |w*_j| for each non-zero of W*) at every λ.",
+               none="The kept weights are not shrunk towards 0 at any λ.",
+               some="The kept weights are shrunk towards 0 (|w_j| below |w*_j| for each non-zero of W*) at λ = {}."),
+        f"The final loss {_trend(final)} with λ ({', '.join(f'{v:.3g}' for v in final)}).",
+        ("No run flips a sign." if not any(flips) else
+         f"Sign flips: {', '.join(map(str, flips))}; their count {_trend(flips)} with λ."),
+    ]
+    return out
+
+
+def proximal_vs_subgradient(sub, prox, lams) -> list[str]:
+    """(e) against (d) at the same λ: the penalised objective at the end, the steps that raise it,
+    the sign flips and the exact zeros. Sentences, for printing."""
+    sub, lams = _check_runs(sub, lams)
+    prox, _ = _check_runs(prox, lams)
+    F = [(objective(*s, l)[-1], objective(*p, l)[-1]) for s, p, l in zip(sub, prox, lams)]
+    up = [(objective_increases(*s, l), objective_increases(*p, l)) for s, p, l in zip(sub, prox, lams)]
+    flips = [(sign_flips(s[1]), sign_flips(p[1])) for s, p in zip(sub, prox)]
+    zeros = [(int(np.sum(np.asarray(s[1])[-1] == 0)), int(np.sum(np.asarray(p[1])[-1] == 0))) for s, p in zip(sub, prox)]
+    pairs = lambda xs: "; ".join(f"λ = {_lam(l)}: {a} against {b}" for l, (a, b) in zip(lams, xs))
+    return [
+        _which(lams, [p <= s for s, p in F], every="The proximal runs end at a lower or equal L + λ‖W‖₁ than "
+               "the subgradient runs at every λ", none="The proximal runs end at a higher L + λ‖W‖₁ than the "
+               "subgradient runs at every λ", some="The proximal runs end at a lower or equal L + λ‖W‖₁ at λ = {} only")
+        + " (" + "; ".join(f"λ = {_lam(l)}: {p:.4f} against {s:.4f}" for l, (s, p) in zip(lams, F)) + ").",
+        "Steps that raise L + λ‖W‖₁, proximal against subgradient: " + pairs([(p, s) for s, p in up]) + ".",
+        "Sign flips, proximal against subgradient: " + pairs([(p, s) for s, p in flips]) + ".",
+        "Exact zeros at the end, proximal against subgradient: " + pairs([(p, s) for s, p in zeros]) + ".",
+    ]
+
+
+def trimmed_answers(runs, lams, projected, steps: int, *, target=W_STAR) -> list[str]:
+    """(f): where the trimmed-L1 runs end, how fast they find the support as λ grows, and how far
+    from W* they are after ``steps`` steps against projected gradient descent (``projected``, one
+    run). Sentences, for printing."""
+    runs, lams = _check_runs(runs, lams)
+    steps = checks.integer("steps", steps, minimum=1)
+    dist = lambda W, s=None: float(np.max(np.abs(np.asarray(W)[-1 if s is None else s - 1] - target)))
+    at_target = [dist(W) < 1e-10 and float(L[-1]) < ROUNDOFF for L, W in runs]
+    support = [support_from(W, target) for _, W in runs]
+    early = [dist(W, steps) for _, W in runs]
+    proj = dist(projected[1], steps)
+    out = [_which(lams, at_target, every="Every run ends at W* (distance and loss at round-off level).",
+                  none="No run ends at W*.", some="The runs that end at W*: λ = {}.")]
+    if all(s is not None for s in support):
+        out.append(f"The support of W* is found for good from step {', '.join(map(str, support))}: "
+                   f"that step {_trend(support)} as λ grows.")
+    out.append(f"After {steps} steps the distance to W* is {', '.join(f'{d:.2g}' for d in early)} "
+               f"(λ = {', '.join(_lam(l) for l in lams)}) against {proj:.2g} for projected GD: "
+               + _which(lams, [d <= proj for d in early], every="every trimmed run is as close or closer.",
+                        none="every trimmed run is further.", some="as close or closer at λ = {}, further at the others."))
+    return out

@@ -322,3 +322,67 @@ def test_soft_threshold_rejects_a_missing_or_non_numeric_threshold():
     for t in (None, "0.1", True, float("nan"), -0.1):
         with pytest.raises(ValueError, match="t must be"):
             sl.soft_threshold(np.ones(3), t)
+
+
+# --------------------------------------------------------------------------- the computed answers
+
+def _run(*weights):
+    """A run (losses, weights) whose weights after each step are given; losses are L of them."""
+    W = np.array(weights, dtype=float)
+    return sl.loss(W), W
+
+
+W_STAR_ROW = [0.0, 3.0, 0.0, 0.0, -1.0]
+
+
+def test_l1_answers_state_zeros_support_shrinkage_and_trends():
+    exact = _run([0.5, 2.0, 0, 0, -0.5], [0.0, 2.9, 0.0, 0.0, -0.9])                  # support from step 2, shrunk
+    near = _run([0.1, 2.0, -0.1, 0, -0.5], [-0.01, 2.9, 0.01, 0.0, -1.2])   # 1 zero, only w2 shrunk, 2 flips
+    lines = sl.l1_answers([exact, near], [0.5, 0.2])
+    assert lines[0] == "Exact zeros at the end: 3, 1 (λ = 0.5, 0.2; W* has 3). Runs with at least W*'s zeros: λ = 0.5."
+    assert lines[1] == "The support of W* is found at λ = 0.5 only (from step 2, never)."
+    assert lines[2].endswith("at λ = 0.5.") and "shrunk" in lines[2]
+    L = [sl.loss(np.array(exact[1][-1])), sl.loss(np.array(near[1][-1]))]
+    assert lines[3].startswith("The final loss " + ("grows" if L[1] > L[0] else "falls"))
+    assert lines[4] == "Sign flips: 0, 2; their count grows with λ."
+    none = sl.l1_answers({"a": near, "b": near}, [1, 2])
+    assert none[0].endswith("No run has as many exact zeros as W*.") and none[1] == "No run ends with the support of W*."
+    assert none[2] == "The kept weights are not shrunk towards 0 at any λ."
+    assert none[3].startswith("The final loss is not monotone")                      # equal is not a trend
+    every = sl.l1_answers([exact, exact], [1, 2])
+    assert every[0].endswith("Every run has at least W*'s zeros.") and every[4] == "No run flips a sign."
+    with pytest.raises(ValueError, match="one run per lambda"):
+        sl.l1_answers([exact], [1, 2])
+
+
+def test_proximal_vs_subgradient_on_the_lab_runs():
+    lams = [0.5, 2.0]
+    sub = [sl.optimize("l1", lam=l) for l in lams]
+    prox = [sl.optimize("proximal", lam=l) for l in lams]
+    lines = sl.proximal_vs_subgradient(sub, prox, lams)
+    F = [(sl.objective(*p, l)[-1], sl.objective(*s, l)[-1]) for s, p, l in zip(sub, prox, lams)]
+    assert all(p <= s for p, s in F)
+    assert lines[0].startswith("The proximal runs end at a lower or equal L + λ‖W‖₁ than the subgradient runs at every λ (")
+    assert f"λ = 0.5: {F[0][0]:.4f} against {F[0][1]:.4f}" in lines[0]
+    ups = [sl.objective_increases(*s, l) for s, l in zip(sub, lams)]
+    assert lines[1] == f"Steps that raise L + λ‖W‖₁, proximal against subgradient: λ = 0.5: 0 against {ups[0]}; λ = 2: 0 against {ups[1]}."
+    flips = [sl.sign_flips(s[1]) for s in sub]
+    assert lines[2].endswith(f"λ = 2: 0 against {flips[1]}.")
+    # swapped, the verdict turns round
+    assert sl.proximal_vs_subgradient(prox, sub, lams)[0].startswith("The proximal runs end at a higher")
+
+
+def test_trimmed_answers_against_projected_gd():
+    lams = [1.0, 10.0]
+    runs = [sl.optimize("trimmed_l1", lam=l, k=2) for l in lams]
+    proj = sl.optimize("projected", k=2)
+    lines = sl.trimmed_answers(runs, lams, proj, 20)
+    assert lines[0] == "Every run ends at W* (distance and loss at round-off level)."
+    s = [sl.support_from(W) for _, W in runs]
+    assert lines[1] == f"The support of W* is found for good from step {s[0]}, {s[1]}: that step falls as λ grows."
+    d = [np.max(np.abs(W[19] - sl.W_STAR)) for _, W in runs]
+    dp = np.max(np.abs(proj[1][19] - sl.W_STAR))
+    assert (d[0] > dp) and (d[1] <= dp)                   # the lab's case: only the large λ keeps up
+    assert lines[2].endswith("as close or closer at λ = 10, further at the others.")
+    short = sl.trimmed_answers([sl.optimize("trimmed_l1", lam=1.0, k=2, steps=5)], [1.0], proj, 5)
+    assert short[0] == "No run ends at W*." and len(short) == 2               # no support sentence: not found
