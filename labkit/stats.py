@@ -168,9 +168,13 @@ class Comparison:
         return None if self.diff == 0 else (self.a.name if self.diff > 0 else self.b.name)
 
     def test(self) -> str:
+        """Which test the margin comes from, in words."""
         if math.isinf(self.df):
             return "95 %, binomial standard errors"
-        return f"95 %, Welch's t-test, {self.df:.1f} degrees of freedom"
+        dof = f"{self.df:.1f} degrees of freedom" if self.df < 1000 else "normal approximation"
+        if math.isinf(self.a.df) or math.isinf(self.b.df):
+            return f"95 %, seeds' and test images' standard errors, Student's t, {dof}"
+        return f"95 %, Welch's t-test, {dof}"
 
     def __str__(self) -> str:
         a, b = self.a, self.b

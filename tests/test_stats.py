@@ -78,7 +78,7 @@ def test_compare_over_seeds_is_welchs_t_test():
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)                  # Welch-Satterthwaite
     assert c.df == pytest.approx(df) and c.se == pytest.approx(math.sqrt(va + vb))
     assert c.margin == pytest.approx(stats.t_quantile(0.975, df) * math.sqrt(va + vb))
-    assert c.beyond_noise and "Welch's t-test" in str(c) and "82.00 ± 2.00 % (3 seeds)" in str(c)
+    assert c.beyond_noise and "Welch's t-test, 4.0 degrees of freedom" not in str(c) and "Welch's t-test" in str(c) and "82.00 ± 2.00 % (3 seeds)" in str(c)
     # equal spreads, 3 + 3 seeds: 4 degrees of freedom, t = 2.776; a difference of 2.7 SE is within
     sd = 0.01
     a = [0.80 - sd, 0.80, 0.80 + sd]
@@ -86,6 +86,7 @@ def test_compare_over_seeds_is_welchs_t_test():
     b = [v - 2.7 * se for v in a]
     near = stats.compare("a", a, "b", b)
     assert near.df == pytest.approx(4) and not near.beyond_noise       # a z-test (1.96) would say beyond
+    assert "(a difference below" in str(near) and "Welch's t-test, 4.0 degrees of freedom" in str(near)
     far = stats.compare("a", a, "b", [v - 2.9 * se for v in a])
     assert far.beyond_noise
 
@@ -96,6 +97,9 @@ def test_compare_seeds_against_one_accuracy_adds_its_binomial_noise():
     assert c.se == pytest.approx(math.sqrt(va + vb))
     assert c.df == pytest.approx((va + vb) ** 2 / (va ** 2 / 2))      # the binomial side has df = inf
     assert c.higher == "float"
+    assert "seeds' and test images' standard errors, Student's t, 10.8 degrees of freedom" in str(c)
+    tight = stats.compare("a", [0.5, 0.5 + 1e-6, 0.5 + 2e-6], "b", 0.52, images=10_000)   # binomial side dominates
+    assert "test images' standard errors, Student's t, normal approximation" in str(tight)
 
 
 @pytest.mark.parametrize("kwargs, match", [
