@@ -8,7 +8,7 @@ Layer 0, leaves (no labkit imports but `checks` and `settings`, which import non
     course         the course's shared parameters (sparsities, bits, epochs, seeds), one edition per term
     checks         argument checks with clear errors (int, finite number, fraction, flag, choice)
     tables         plain-text tables: every table labkit prints
-    stats          noise: binomial standard error, mean ± std over seeds, differences, verdicts
+    stats          noise: binomial standard error, mean ± std over seeds, verdict sentences (compare)
     layers         prunable layers, the stored weight and the parametrizations on it; eval mode
     progress       progress bars (widgets, text or off)
     files          atomic writes: every file labkit writes

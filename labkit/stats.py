@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-__all__ = ["binomial_se", "mean_std", "pm", "difference", "verdict", "t_cdf", "t_quantile", "Side", "Comparison",
-           "compare"]
+__all__ = ["binomial_se", "mean_std", "pm", "difference", "verdict", "t_cdf", "t_quantile", "Seeds", "Side",
+           "Comparison", "compare"]
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -123,9 +123,25 @@ class Side:
     described: str      # "86.23 % (509 images)" or "86.23 ± 0.43 % (3 seeds)"
 
 
+@dataclass(frozen=True)
+class Seeds:
+    """Accuracies over seeds known only by their mean, sample standard deviation and count (e.g. an
+    entry of another lab's results file), as one side of :func:`compare`."""
+    mean: float
+    std: float
+    n: int
+
+
 def _side(name, value, images) -> Side:
     if not isinstance(name, str) or not name:
         raise ValueError(f"compare: each side needs a name (a non-empty str), got {name!r}")
+    if isinstance(value, Seeds):
+        if isinstance(value.n, bool) or not isinstance(value.n, int) or value.n < 2 or not value.std >= 0:
+            raise ValueError(f"compare: {name!r} needs two seeds or more and a standard deviation, got {value!r}")
+        if not 0 <= value.mean <= 1:
+            raise ValueError(f"compare: {name!r} holds a mean outside [0, 1]; pass accuracies as fractions")
+        return Side(name, float(value.mean), float(value.std) ** 2 / value.n, value.n - 1,
+                    f"{value.mean * 100:.2f} ± {value.std * 100:.2f} % ({value.n} seeds)")
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         if images is None:
             raise ValueError(f"compare: {name!r} is one accuracy; pass images= (how many test images "
@@ -193,7 +209,7 @@ def compare(a_name: str, a, b_name: str, b, *, images=None) -> Comparison:
     """Compare two accuracies (fractions) and say it in a sentence: ``print(stats.compare(...))``.
 
     Each of ``a`` and ``b`` is one accuracy measured on ``images`` test images (an int, or a pair
-    for the two sides) or a sequence of accuracies over seeds (two or more). Two accuracies on test
+    for the two sides), a sequence of accuracies over seeds (two or more), or a :class:`Seeds`. Two accuracies on test
     images: binomial standard errors and the normal's 95 % value; a side over seeds: its standard
     error over seeds, and Student's t with Welch-Satterthwaite degrees of freedom.
     """

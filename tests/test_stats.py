@@ -110,3 +110,15 @@ def test_compare_seeds_against_one_accuracy_adds_its_binomial_noise():
 def test_compare_refuses_what_it_cannot_judge(kwargs, match):
     with pytest.raises(ValueError, match=match):
         stats.compare("a", kwargs["a"], "b", kwargs["b"])
+
+
+def test_compare_with_seeds_known_by_their_summary_equals_compare_with_the_values():
+    a, b = [0.80, 0.82, 0.84], [0.70, 0.71, 0.72]
+    mean, std = stats.mean_std(b)
+    full, short = stats.compare("a", a, "b", b), stats.compare("a", a, "b", stats.Seeds(mean, std, 3))
+    assert (short.diff, short.se, short.df, short.margin) == pytest.approx((full.diff, full.se, full.df, full.margin))
+    assert str(short) == str(full)
+    with pytest.raises(ValueError, match="two seeds or more"):
+        stats.compare("a", a, "b", stats.Seeds(0.7, 0.01, 1))
+    with pytest.raises(ValueError, match="outside"):
+        stats.compare("a", a, "b", stats.Seeds(70.0, 1.0, 3))
