@@ -24,7 +24,7 @@ target, bits = 0.8, 4                # (a) sparsity and bit width of the compres
 term = course.current()              # LABKIT_COURSE: the course's edition of the values (labkit/course.py)
 target, bits = term.target, term.bits   # (a) sparsity and bit width of the compressed models of Labs 2 and 3''')
 replace('''sparsities = [0.5, 0.8, 0.9, 0.95]   # (b) unstructured sparsities run with sparse (CSR) kernels''',
-        '''sparsities = list(term.lab4_sparsities)   # (b) unstructured sparsities run with CSR kernels (the target among them)''')
+        '''sparsities = sorted({*term.lab4_other_sparsities, target})   # (b) run with CSR kernels; the target among them''')
 replace('''val_fraction = 0.5                   # (c) of the test images: they choose the epoch; the rest report''',
         '''val_fraction = term.val_fraction     # (c) of the test images: they choose the epoch; the rest report''')
 replace("Everything an instructor may change is in the next cell.",
@@ -84,8 +84,8 @@ for (b, t), s in latency.crossover(timings, "CSR", ("dense", 0.0), beyond_spread
 wins = [f"{x:.0%} at batch {b} ({latency.speedup(timings, ('CSR', x), ('dense', 0.0), b, top).median:.2f}x)"
         for kind, x in sweep if kind == "CSR" for b in batch_sizes
         if latency.speedup(timings, ("CSR", x), ("dense", 0.0), b, top).faster]
-print("Concept 2 (unstructured pruning gives large speed-ups, even with sparse kernels):",
-      "false on this run: no CSR model is faster than dense beyond the spread" if not wins
+print(f"Concept 2 (unstructured pruning gives large speed-ups, even with sparse kernels), on this {device.type.upper()} "
+      f"at {top} threads:", "false on this run: no CSR model is faster than dense beyond the spread" if not wins
       else "CSR is faster than dense beyond the spread only at " + ", ".join(wins))''')
 replace('''print(f"batch {b}, threads {top}: Lab 2's model, dense kernels vs dense: {latency.speedup(timings, masked_key, ('dense', 0.0), b, top)}")
     print(f"batch {b}, threads {top}: Lab 2's model, CSR kernels vs dense:   {latency.speedup(timings, csr_key, ('dense', 0.0), b, top)}")
@@ -126,11 +126,11 @@ replace('''    print(f"keep {keep:.0%}: {fewer:.2f}x fewer MACs; measured at bat
               + (f" Below the MAC reduction." if s.high < fewer else ""))
 slow = [f"keep {keep:.0%}, batch {b}" for keep, (_, e) in pairs.items() for b in batch_sizes
         if not latency.speedup(timings, ("channels", prune.sparsity(e).total), ("dense", 0.0), b, top).faster]
-print("Concept 6 (structured sparsity gives real speed-ups):", "true on this run: every channel-pruned model is faster "
+print("Structured sparsity (concept 6's Group Lasso produces it) gives real speed-ups:", "true on this run: every channel-pruned model is faster "
       "than dense beyond the spread at every batch size" if not slow else "not faster beyond the spread at " + ", ".join(slow))''')
 setsrc(find("**Concept 6: does structured sparsity give real speed-ups?**"), r'''
-**Concept 6: does structured sparsity give real speed-ups?** The lines above give this run's
-verdict. Removing whole channels leaves an ordinary, smaller dense network, which the same dense
+**Does structured sparsity give real speed-ups?** (Concept 6's Group Lasso produces such
+structure.) The lines above give this run's verdict. Removing whole channels leaves an ordinary, smaller dense network, which the same dense
 kernels that gained nothing from unstructured zeros in (b) run with less work. The price is
 accuracy: at the same number of weights the channel-pruned model cannot keep the individually
 largest weights, so it loses more before fine-tuning (the table before fine-tuning), and the
