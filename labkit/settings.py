@@ -82,7 +82,7 @@ def subset() -> str:
 
 def course() -> str:
     """``$LABKIT_COURSE`` as written (default ``course``); ``labkit.course.current`` checks it."""
-    return os.environ.get("LABKIT_COURSE", "").strip() or "course"
+    return _read("LABKIT_COURSE", "course")
 
 
 def device() -> str | None:
