@@ -128,7 +128,7 @@ slow = [f"keep {keep:.0%}, batch {b}" for keep, (_, e) in pairs.items() for b in
         if not latency.speedup(timings, ("channels", prune.sparsity(e).total), ("dense", 0.0), b, top).faster]
 print("Structured sparsity (concept 6's Group Lasso produces it) gives real speed-ups:", "true on this run: every channel-pruned model is faster "
       "than dense beyond the spread at every batch size" if not slow else "not faster beyond the spread at " + ", ".join(slow))''')
-setsrc(find("**Concept 6: does structured sparsity give real speed-ups?**"), r'''
+setsrc(find("**Does structured sparsity give real speed-ups?**"), r'''
 **Does structured sparsity give real speed-ups?** (Concept 6's Group Lasso produces such
 structure.) The lines above give this run's verdict. Removing whole channels leaves an ordinary, smaller dense network, which the same dense
 kernels that gained nothing from unstructured zeros in (b) run with less work. The price is

@@ -84,6 +84,13 @@ class Course:
         """A copy with some values changed (checked again), e.g. ``term.replace(seeds=(0, 1))``."""
         return dataclasses.replace(self, **changes)
 
+    def folder(self, profile) -> str:
+        """The name of the folder a run of this edition under ``profile`` (a
+        :class:`labkit.settings.Profile`) keeps its checkpoints and results in: the profile's name for the
+        course's edition (``full``, ``ci``), ``<profile>-<edition>`` for another (``ci-2024``), so that one
+        edition's run never overwrites, or is read as, the other's."""
+        return settings.run_name(profile, self.name)
+
     def describe(self) -> str:
         """One line for a notebook's header: the edition and the values the editions differ in."""
         return (f"course edition '{self.name}': pruning fractions {', '.join(f'{q:g}' for q in self.qs)}, "

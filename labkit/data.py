@@ -39,10 +39,11 @@ import torch.nn.functional as F
 
 from . import settings
 from .checks import fraction as check_fraction, integer
-from .download import DownloadError, check_folder, fetch, md5 as file_md5, offline_hint, sha256
+from .download import DownloadError, check_folder, fetch, md5 as file_md5, offline_hint
 
 __all__ = ["CIFAR10_URL", "CIFAR10_MD5", "COURSE_SUBSET_IMAGES", "COURSE_SUBSET_SHA256", "Split", "CIFAR10",
-           "DamagedFileError", "cifar10", "fingerprint", "shrink", "is_reference_subset", "split_validation", "validation_from_test", "augment", "batches"]
+           "DamagedFileError", "cifar10", "fingerprint", "shrink", "is_reference_subset", "split_validation",
+           "validation_from_test", "augment", "batches"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"

@@ -255,8 +255,8 @@ def crossover(results: dict, kind: str, baseline, *, beyond_spread: bool = False
         points = sorted((k[1], lat) for (k, bb, tt), lat in results.items()
                         if isinstance(k, tuple) and k[0] == kind and (bb, tt) == (b, t))
         for s, lat in reversed(points):       # from the sparsest down, while faster than baseline
-            (mq1, mq3), (bq1, _) = lat.quartiles, base.quartiles
-            if (mq3 >= bq1) if beyond_spread else (lat.median >= base.median):
+            slower = lat.quartiles[1] >= base.quartiles[0] if beyond_spread else lat.median >= base.median
+            if slower:
                 break
             found = s
         out[(b, t)] = found

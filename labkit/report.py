@@ -106,14 +106,15 @@ def seeds_table(runs) -> str:
 
 # --- results for the book's results page ------------------------------------------------------------
 
-def results_path(lab: str, profile: settings.Profile, folder=None) -> Path:
-    """``<folder>/<lab>.json`` (``folder`` default: ``results`` beside the notebook); a profile other
-    than ``full`` (a CI run) writes into ``<folder>/<profile>/``, never over the reference run's."""
-    if not isinstance(profile, settings.Profile):
-        raise ValueError(f"profile must be a labkit.settings.Profile (settings.profile()), got {profile!r}")
+def results_path(lab: str, profile: settings.Profile, folder=None, edition: str = "course") -> Path:
+    """``<folder>/<lab>.json`` (``folder`` default: ``results`` beside the notebook) for the reference
+    run (profile ``full``, the course's edition); any other run writes into a subfolder named after its
+    profile and edition (``ci``, ``ci-2024``, ``full-2024``; :meth:`labkit.course.Course.folder`),
+    never over the reference run's."""
+    sub = settings.run_name(profile, edition)
     folder = Path(folder) if folder is not None else Path("results")
-    if profile.name != "full":
-        folder = folder / profile.name
+    if sub != "full":
+        folder = folder / sub
     return folder / f"{lab}.json"
 
 
@@ -132,22 +133,24 @@ class Results:
     ``data``: the data the lab's training runs use (e.g. ``data.validation_from_test(cifar)``): its image
     counts and its protocol (:meth:`labkit.data.CIFAR10.protocol`) are saved as ``run['selection']``.
     ``profile``: the run's :class:`labkit.settings.Profile`, fixed here (None: ``$LABKIT_PROFILE``,
-    read once, now): it decides where :meth:`save` writes. ``clock``: the run's :class:`Clock`
+    read once, now), and ``edition``, the name of its course edition (``course.current().name``): they
+    decide where :meth:`save` writes. ``clock``: the run's :class:`Clock`
     (None: one started now); its minutes are saved. ``unit`` is ``'acc'`` (an accuracy fraction,
     the default) or any other unit string (``'bytes'``, ``'x'``, ``'ms'``); ``std`` is over ``n`` seeds.
     """
 
     def __init__(self, lab: str, data=None, device=None, config=None, *, seeds=None, title: str | None = None,
-                 profile: settings.Profile | None = None, clock: Clock | None = None):
+                 profile: settings.Profile | None = None, clock: Clock | None = None, edition: str = "course"):
         import torch
 
         self.profile = settings.profile() if profile is None else profile
         if not isinstance(self.profile, settings.Profile):
             raise ValueError(f"profile must be a labkit.settings.Profile (settings.profile()), got {profile!r}")
         self.clock = Clock() if clock is None else clock
-        self.lab, self.title, self.entries = lab, title, []
-        self.run = {"date": _now(), "profile": self.profile.name, "device": device_name(device),
-                    "torch": torch.__version__}
+        results_path(lab, self.profile, edition=edition)    # checks the edition's name
+        self.lab, self.title, self.entries, self.edition = lab, title, [], edition
+        self.run = {"date": _now(), "profile": self.profile.name, "edition": edition,
+                    "device": device_name(device), "torch": torch.__version__}
         if data is not None:
             self.run.update(train_images=len(data.train), test_images=len(data.test))
             if data.val is not None:
@@ -169,7 +172,7 @@ class Results:
 
     def path(self, folder=None) -> Path:
         """Where :meth:`save` writes: :func:`results_path` of this lab and profile."""
-        return results_path(self.lab, self.profile, folder)
+        return results_path(self.lab, self.profile, folder, self.edition)
 
     def table(self, part: str | None = None) -> str:
         """The entries recorded so far (of one ``part``, e.g. ``"(d)"``, or all), one row each:
@@ -184,8 +187,8 @@ class Results:
 
     def save(self, folder=None) -> Path:
         """Write ``<folder>/<lab>.json`` atomically (``folder`` default: ``results`` beside the
-        notebook); a CI profile run writes into a subfolder named after the profile, never over the
-        reference run's."""
+        notebook); any run but the reference one writes into a subfolder named after its profile and
+        edition (:func:`results_path`), never over the reference run's."""
         path = self.path(folder)
         path.parent.mkdir(parents=True, exist_ok=True)
         run = dict(self.run, minutes=round(self.clock.seconds / 60, 1))

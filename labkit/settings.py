@@ -56,6 +56,17 @@ def _read(name: str, default: str) -> str:
     return os.environ.get(name, default).strip().lower() or default
 
 
+def run_name(profile: Profile, edition: str = "course") -> str:
+    """The name of a run's folder (checkpoints, results): the profile's name for the course's edition
+    (``full``, ``ci``), ``<profile>-<edition>`` for another (``ci-2024``), so that one edition's run
+    never overwrites, or is read as, another's."""
+    if not isinstance(profile, Profile):
+        raise ValueError(f"profile must be a labkit.settings.Profile (settings.profile()), got {profile!r}")
+    if not isinstance(edition, str) or not edition or "/" in edition:
+        raise ValueError(f"edition must be a course edition's name (course.current().name), got {edition!r}")
+    return profile.name if edition == "course" else f"{profile.name}-{edition}"
+
+
 def profile() -> Profile:
     """The run profile named by ``$LABKIT_PROFILE`` (default ``full``)."""
     name = _read("LABKIT_PROFILE", "full")
@@ -82,7 +93,7 @@ def subset() -> str:
 
 def course() -> str:
     """``$LABKIT_COURSE`` as written (default ``course``); ``labkit.course.current`` checks it."""
-    return os.environ.get("LABKIT_COURSE", "").strip() or "course"
+    return _read("LABKIT_COURSE", "course")
 
 
 def device() -> str | None:

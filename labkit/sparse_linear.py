@@ -264,8 +264,10 @@ def _which(lams, flags, *, every: str, none: str, some: str) -> str:
 
 
 def _trend(values) -> str:
-    """'grows', 'falls' or 'is not monotone' (in the order given)."""
+    """'grows', 'falls', 'does not change' or 'is not monotone' (in the order given, λ increasing)."""
     v = list(values)
+    if all(a == b for a, b in zip(v, v[1:])):
+        return "does not change"
     if all(a < b for a, b in zip(v, v[1:])):
         return "grows"
     if all(a > b for a, b in zip(v, v[1:])):
@@ -274,9 +276,10 @@ def _trend(values) -> str:
 
 
 def _shrunk(w, target=W_STAR) -> bool:
-    """Are the kept elements (the non-zeros of target) pulled towards 0: |w_j| < |w*_j| for each?"""
+    """Are the kept elements (the non-zeros of target) pulled towards 0: of w*_j's sign and smaller, for each?"""
     keep = np.flatnonzero(target)
-    return bool(np.all(np.abs(w[keep]) < np.abs(target[keep])))
+    same_sign = np.sign(w[keep]) == np.sign(target[keep])
+    return bool(np.all(same_sign & (np.abs(w[keep]) < np.abs(target[keep]))))
 
 
 def _check_runs(runs, lams):
@@ -284,6 +287,8 @@ def _check_runs(runs, lams):
     lams = list(lams)
     if len(runs) != len(lams) or not runs:
         raise ValueError(f"need one run per lambda: {len(runs)} runs for {len(lams)} lambdas")
+    if any(a >= b for a, b in zip(lams, lams[1:])):
+        raise ValueError(f"lambdas must be increasing (the sentences say how things change as λ grows), got {lams}")
     return runs, lams
 
 
@@ -308,9 +313,9 @@ def l1_answers(runs, lams, *, target=W_STAR) -> list[str]:
         + ("" if all(s is None for s in support) else
            " (from step " + ", ".join("never" if s is None else str(s) for s in support) + ")."),
         _which(lams, [_shrunk(w, target) for w in last],
-               every="The kept weights are shrunk towards 0 (|w_j| below |w*_j| for each non-zero of W*) at every λ.",
+               every="The kept weights are shrunk towards 0 (every non-zero of W* kept with its sign and a smaller magnitude) at every λ.",
                none="The kept weights are not shrunk towards 0 at any λ.",
-               some="The kept weights are shrunk towards 0 (|w_j| below |w*_j| for each non-zero of W*) at λ = {}."),
+               some="The kept weights are shrunk towards 0 (every non-zero of W* kept with its sign and a smaller magnitude) at λ = {}."),
         f"The final loss {_trend(final)} with λ ({', '.join(f'{v:.3g}' for v in final)}).",
         ("No run flips a sign." if not any(flips) else
          f"Sign flips: {', '.join(map(str, flips))}; their count {_trend(flips)} with λ."),
@@ -344,7 +349,8 @@ def trimmed_answers(runs, lams, projected, steps: int, *, target=W_STAR) -> list
     from W* they are after ``steps`` steps against projected gradient descent (``projected``, one
     run). Sentences, for printing."""
     runs, lams = _check_runs(runs, lams)
-    steps = checks.integer("steps", steps, minimum=1)
+    shortest = min(len(W) for _, W in [*runs, projected])
+    steps = checks.integer("steps", steps, minimum=1, maximum=shortest)
     dist = lambda W, s=None: float(np.max(np.abs(np.asarray(W)[-1 if s is None else s - 1] - target)))
     at_target = [dist(W) < 1e-10 and float(L[-1]) < ROUNDOFF for L, W in runs]
     support = [support_from(W, target) for _, W in runs]

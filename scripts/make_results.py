@@ -81,6 +81,9 @@ def _validate(doc, path) -> None:
     if doc.get("run", {}).get("profile", "full") != "full":
         raise ValueError(f"{path}: profile {doc['run']['profile']!r}; the results page shows only "
                          f"full-profile reference runs (CI runs belong in labs/results/ci/)")
+    if doc["run"].get("edition", "course") != "course":
+        raise ValueError(f"{path}: course edition {doc['run']['edition']!r}; the results page shows only the "
+                         f"course's edition (other editions' runs belong in labs/results/<profile>-<edition>/)")
     entries = doc.get("entries")
     if not isinstance(entries, list):
         raise ValueError(f"{path}: 'entries' must be a list")

@@ -1,7 +1,7 @@
 """labkit.course: the course's shared parameters, its editions, derived values and refused editions."""
 import pytest
 
-from labkit import course
+from labkit import course, settings
 
 
 def test_the_two_editions_differ_in_the_pruning_fractions_and_the_target_only():
@@ -49,3 +49,12 @@ def test_an_edition_that_breaks_a_dependency_is_refused(changes, match):
 def test_describe_names_the_values_the_editions_differ_in():
     assert course.EDITIONS["2024"].describe() == \
         "course edition '2024': pruning fractions 0.3, 0.5, 0.7, target sparsity 0.7"
+
+
+def test_each_edition_runs_in_its_own_folder():
+    full, ci = settings.PROFILES["full"], settings.PROFILES["ci"]
+    assert course.current("course").folder(full) == "full"
+    assert course.current("course").folder(ci) == "ci"
+    assert course.current("2024").folder(ci) == "ci-2024"
+    with pytest.raises(ValueError, match="settings.Profile"):
+        course.current("2024").folder("ci")

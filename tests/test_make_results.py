@@ -101,6 +101,7 @@ def test_no_results_at_all(mr, tmp_path, reference):
     ({"lab": "lab2", "run": RUN, "entries": [entry("fp", 91.6)]}, "unit 'acc' is a fraction"),
     ({"lab": "lab2", "run": RUN, "entries": [{"key": "fp", "value": 0.9}]}, "has no 'unit'"),
     ({"lab": "lab2", "run": dict(RUN, profile="ci"), "entries": []}, "profile 'ci'"),
+    ({"lab": "lab2", "run": dict(RUN, edition="2024"), "entries": []}, "course edition '2024'"),
     ({"lab": "lab9", "run": RUN, "entries": []}, "named for 'lab2'"),
     ({"lab": "lab2", "run": RUN, "entries": [entry("fp", "high")]}, "value must be a number"),
 ])

@@ -24,7 +24,7 @@ def _changed_values() -> set[float]:
 
 def _forms(v: float) -> list[str]:
     percent = f"{v * 100:g}"
-    return [rf"(?<![\d.]){re.escape(f'{v:g}')}(?![\d])", rf"(?<![\d.]){re.escape(percent)} ?%"]
+    return [rf"(?<![\d.]){re.escape(f'{v:g}')}0*(?![\d])", rf"(?<![\d.]){re.escape(percent)}\s?%"]
 
 
 def _markdown(path: Path) -> list[tuple[str, str]]:
@@ -33,8 +33,8 @@ def _markdown(path: Path) -> list[tuple[str, str]]:
 
 
 def find_edition_values(text: str, values) -> list[str]:
-    """The passages of ``text`` that name one of ``values`` (as 0.8, 80 % or 80%), outside math."""
-    text = re.sub(r"\$\$.*?\$\$|\$[^$]*\$", " ", text, flags=re.S)   # formulas state no result
+    """The passages of ``text`` that name one of ``values`` (as 0.8, 0.80, 80 %, 80% or 80 with a
+    non-breaking space), formulas included."""
     hits = []
     for v in values:
         for form in _forms(v):
@@ -49,7 +49,9 @@ def test_the_editions_differ_in_the_values_the_check_looks_for():
 def test_the_check_finds_a_typed_value():
     assert find_edition_values("at 80 % sparsity the model", {0.8})
     assert find_edition_values("pruned with q = 0.8 here", {0.8})
-    assert not find_edition_values("fraction $q = 0.8$ in a formula, 1.80 and 180 %", {0.8})
+    assert find_edition_values("a formula $q = 0.8$", {0.8}) and find_edition_values("at 0.80 here", {0.8})
+    assert find_edition_values("at 80\u00a0% sparsity", {0.8})
+    assert not find_edition_values("1.80, 180 %, 0.85 and 80.5 %", {0.8})
 
 
 @pytest.mark.parametrize("path", TEXTS, ids=lambda p: p.name)

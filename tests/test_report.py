@@ -151,3 +151,15 @@ def test_results_path_is_the_profile_folder():
     assert report.results_path("lab2", settings.PROFILES["ci"], "r") == Path("r/ci/lab2.json")
     with pytest.raises(ValueError, match="settings.Profile"):
         report.results_path("lab2", "ci")
+
+
+def test_results_path_keeps_each_edition_apart():
+    full, ci = settings.PROFILES["full"], settings.PROFILES["ci"]
+    assert report.results_path("lab2", full, "r", "course") == Path("r/lab2.json")
+    assert report.results_path("lab2", full, "r", "2024") == Path("r/full-2024/lab2.json")
+    assert report.results_path("lab2", ci, "r", "2024") == Path("r/ci-2024/lab2.json")
+    r = report.Results("lab9", profile=ci, edition="2024")
+    assert r.path("r") == Path("r/ci-2024/lab9.json") and r.run["edition"] == "2024"
+    for bad in ("", "../x", None):
+        with pytest.raises(ValueError, match="edition"):
+            report.Results("lab9", profile=ci, edition=bad)

@@ -338,21 +338,27 @@ W_STAR_ROW = [0.0, 3.0, 0.0, 0.0, -1.0]
 def test_l1_answers_state_zeros_support_shrinkage_and_trends():
     exact = _run([0.5, 2.0, 0, 0, -0.5], [0.0, 2.9, 0.0, 0.0, -0.9])                  # support from step 2, shrunk
     near = _run([0.1, 2.0, -0.1, 0, -0.5], [-0.01, 2.9, 0.01, 0.0, -1.2])   # 1 zero, only w2 shrunk, 2 flips
-    lines = sl.l1_answers([exact, near], [0.5, 0.2])
-    assert lines[0] == "Exact zeros at the end: 3, 1 (λ = 0.5, 0.2; W* has 3). Runs with at least W*'s zeros: λ = 0.5."
-    assert lines[1] == "The support of W* is found at λ = 0.5 only (from step 2, never)."
+    lines = sl.l1_answers([near, exact], [0.2, 0.5])
+    assert lines[0] == "Exact zeros at the end: 1, 3 (λ = 0.2, 0.5; W* has 3). Runs with at least W*'s zeros: λ = 0.5."
+    assert lines[1] == "The support of W* is found at λ = 0.5 only (from step never, 2)."
     assert lines[2].endswith("at λ = 0.5.") and "shrunk" in lines[2]
-    L = [sl.loss(np.array(exact[1][-1])), sl.loss(np.array(near[1][-1]))]
+    L = [sl.loss(np.array(near[1][-1])), sl.loss(np.array(exact[1][-1]))]
     assert lines[3].startswith("The final loss " + ("grows" if L[1] > L[0] else "falls"))
-    assert lines[4] == "Sign flips: 0, 2; their count grows with λ."
+    assert lines[4] == "Sign flips: 2, 0; their count falls with λ."
     none = sl.l1_answers({"a": near, "b": near}, [1, 2])
     assert none[0].endswith("No run has as many exact zeros as W*.") and none[1] == "No run ends with the support of W*."
     assert none[2] == "The kept weights are not shrunk towards 0 at any λ."
-    assert none[3].startswith("The final loss is not monotone")                      # equal is not a trend
+    assert none[3].startswith("The final loss does not change")                      # equal is not a trend
     every = sl.l1_answers([exact, exact], [1, 2])
     assert every[0].endswith("Every run has at least W*'s zeros.") and every[4] == "No run flips a sign."
     with pytest.raises(ValueError, match="one run per lambda"):
         sl.l1_answers([exact], [1, 2])
+    with pytest.raises(ValueError, match="increasing"):
+        sl.l1_answers([exact, near], [2, 1])
+    same = sl.l1_answers([exact, exact], [1, 2])
+    assert same[3].startswith("The final loss does not change with λ")
+    flipped = _run([0, 2.0, 0, 0, -0.5], [0.0, 2.9, 0.0, 0.0, 0.5])              # w5 changed sign: not "shrunk"
+    assert sl.l1_answers([flipped], [1])[2] == "The kept weights are not shrunk towards 0 at any λ."
 
 
 def test_proximal_vs_subgradient_on_the_lab_runs():
@@ -384,5 +390,7 @@ def test_trimmed_answers_against_projected_gd():
     dp = np.max(np.abs(proj[1][19] - sl.W_STAR))
     assert (d[0] > dp) and (d[1] <= dp)                   # the lab's case: only the large λ keeps up
     assert lines[2].endswith("as close or closer at λ = 10, further at the others.")
+    with pytest.raises(ValueError, match="steps"):
+        sl.trimmed_answers(runs, lams, proj, 201)                          # beyond the runs' 200 steps
     short = sl.trimmed_answers([sl.optimize("trimmed_l1", lam=1.0, k=2, steps=5)], [1.0], proj, 5)
     assert short[0] == "No run ends at W*." and len(short) == 2               # no support sentence: not found

@@ -1,6 +1,7 @@
 """labkit.stats: the noise of accuracies and of their differences, against hand values."""
 import math
 
+import numpy as np
 import pytest
 
 from labkit import stats
@@ -56,12 +57,13 @@ def test_compare_two_accuracies_on_test_images_uses_both_standard_errors():
     assert c.margin == pytest.approx(1.959964 * se, rel=1e-6)
     assert not c.beyond_noise and c.higher == "(e)"                    # 2.0 points < 4.4 points
     text = str(c)
-    assert text.startswith("(e), 86.00 % (509 images), is higher than (c), 84.00 % (509 images), by 2.00 ± ")
+    assert text.startswith("(e), 86.00 % (509 images), is higher than (c), 84.00 % (509 images), by 2.00 points "
+                           f"(standard error {se * 100:.2f}): within the noise")
     assert "within the noise" in text and "does not tell them apart" in text
     worse = stats.compare("A", 0.60, "B", 0.90, images=(1017, 509))
     assert worse.diff == pytest.approx(-0.30) and worse.beyond_noise and worse.higher == "B"
     assert worse.se == pytest.approx(math.sqrt(0.6 * 0.4 / 1017 + 0.9 * 0.1 / 509))
-    assert str(worse).startswith("A, 60.00 % (1017 images), is lower than B, 90.00 % (509 images), by 30.00 ± ")
+    assert str(worse).startswith("A, 60.00 % (1017 images), is lower than B, 90.00 % (509 images), by 30.00 points")
     assert "beyond the noise" in str(worse)
 
 
@@ -78,7 +80,7 @@ def test_compare_over_seeds_is_welchs_t_test():
     df = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)                  # Welch-Satterthwaite
     assert c.df == pytest.approx(df) and c.se == pytest.approx(math.sqrt(va + vb))
     assert c.margin == pytest.approx(stats.t_quantile(0.975, df) * math.sqrt(va + vb))
-    assert c.beyond_noise and "Welch's t-test, 4.0 degrees of freedom" not in str(c) and "Welch's t-test" in str(c) and "82.00 ± 2.00 % (3 seeds)" in str(c)
+    assert c.beyond_noise and "Welch's t-test over the seeds, the same test images" in str(c) and "82.00 ± 2.00 % (3 seeds)" in str(c)
     # equal spreads, 3 + 3 seeds: 4 degrees of freedom, t = 2.776; a difference of 2.7 SE is within
     sd = 0.01
     a = [0.80 - sd, 0.80, 0.80 + sd]
@@ -86,7 +88,8 @@ def test_compare_over_seeds_is_welchs_t_test():
     b = [v - 2.7 * se for v in a]
     near = stats.compare("a", a, "b", b)
     assert near.df == pytest.approx(4) and not near.beyond_noise       # a z-test (1.96) would say beyond
-    assert "(a difference below" in str(near) and "Welch's t-test, 4.0 degrees of freedom" in str(near)
+    assert "(a difference below" in str(near) and "Welch's t-test over the seeds" in str(near)
+    assert "4.0 degrees of freedom" in str(near)
     far = stats.compare("a", a, "b", [v - 2.9 * se for v in a])
     assert far.beyond_noise
 
@@ -97,9 +100,19 @@ def test_compare_seeds_against_one_accuracy_adds_its_binomial_noise():
     assert c.se == pytest.approx(math.sqrt(va + vb))
     assert c.df == pytest.approx((va + vb) ** 2 / (va ** 2 / 2))      # the binomial side has df = inf
     assert c.higher == "float"
-    assert "seeds' and test images' standard errors, Student's t, 10.8 degrees of freedom" in str(c)
+    assert "the seeds' and the test images' standard errors, Student's t, 10.8 degrees of freedom" in str(c)
     tight = stats.compare("a", [0.5, 0.5 + 1e-6, 0.5 + 2e-6], "b", 0.52, images=10_000)   # binomial side dominates
     assert "test images' standard errors, Student's t, normal approximation" in str(tight)
+    assert stats.compare("a", np.float32(0.5), "b", 0.6, images=[100, 200]).se == \
+        pytest.approx(math.sqrt(0.25 / 100 + 0.24 / 200))                 # numpy scalars, a list of counts
+
+
+def test_compare_without_any_spread_does_not_call_a_difference_real():
+    c = stats.compare("a", [0.5, 0.5, 0.5], "b", [0.51, 0.51, 0.51])     # e.g. collapsed models, all alike
+    assert not c.noise_known and not c.beyond_noise and c.higher == "b"
+    assert "the noise cannot be estimated" in str(c) and "beyond" not in str(c)
+    mixed = stats.compare("a", [0.5, 0.5, 0.5], "b", 0.6, images=100)  # the binomial side still has noise
+    assert mixed.noise_known and "the seeds' and the test images' standard errors" in str(mixed)
 
 
 @pytest.mark.parametrize("kwargs, match", [
