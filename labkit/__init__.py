@@ -48,6 +48,6 @@ LAYERS = (
     ("data", "models"),
     ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
-    ("checkpoints", "compress", "report"),
+    ("checkpoints", "compress", "report", "exercises"),
     ("footprint",),
 )

@@ -28,6 +28,13 @@ which weights to prune is always decided on that masked float weight, never on a
 Masks are in ``net.state_dict()`` (keys ``<layer>.parametrizations.weight.0.mask``, beside
 ``<layer>.parametrizations.weight.original``); ``labkit.checkpoints.load`` re-creates them (and
 the quantizers) on a fresh model.
+
+A student's own functions (the exercises of Lab 2, checked by ``labkit.exercises``): each pruning
+function takes the piece the assignment asks for and uses the reference below when it is not given:
+``rule(w, q)`` (the keep mask of one layer, `keep_mask`), ``threshold(weights, q)`` (the global
+threshold, `global_threshold`), ``mask_fn(w, mask)`` (how a held mask applies, `apply_mask`), and
+`IterativePruning`'s ``schedule(e, steps, target)`` (`linear_schedule`); `total_sparsity` is the
+reference of the sparsity evaluation.
 """
 from __future__ import annotations
 
@@ -45,7 +52,8 @@ from .tables import table
 from .train import Callback
 
 __all__ = [
-    "Mask", "magnitude_threshold", "prune_by_percentage", "global_prune_by_percentage",
+    "Mask", "magnitude_threshold", "keep_mask", "global_threshold", "apply_mask", "linear_schedule",
+    "total_sparsity", "prune_by_percentage", "global_prune_by_percentage",
     "set_mask", "masks", "make_permanent", "Sparsity", "sparsity", "sparsity_table",
     "RecordSparsity", "IterativePruning", "zero_gradient_weights",
 ]
@@ -54,15 +62,17 @@ __all__ = [
 class Mask(nn.Module):
     """Parametrization W -> W * mask, with ``mask`` a bool buffer of W's shape (True = kept).
 
-    The gradient with respect to W is ``grad * mask``: zero at pruned positions.
+    The gradient with respect to W is ``grad * mask``: zero at pruned positions. ``fn(W, mask)``,
+    when given, computes it instead (a student's `apply_mask`; not saved, a loaded model uses W * mask).
     """
 
-    def __init__(self, mask: torch.Tensor):
+    def __init__(self, mask: torch.Tensor, fn=None):
         super().__init__()
         self.register_buffer("mask", mask.to(torch.bool))
+        self.fn = _callable("mask_fn", fn)
 
     def forward(self, W: torch.Tensor) -> torch.Tensor:
-        return W * self.mask
+        return W * self.mask if self.fn is None else self.fn(W, self.mask)
 
     def extra_repr(self) -> str:
         kept = int(self.mask.sum())
@@ -70,6 +80,11 @@ class Mask(nn.Module):
 
 
 # --- the threshold rule --------------------------------------------------------------------------
+
+def _callable(name: str, fn):
+    if fn is not None and not callable(fn):
+        raise ValueError(f"{name} must be a function (or None for labkit's own), got {type(fn).__name__}")
+    return fn
 
 def _check_q(q) -> float:
     return checks.fraction("q", q, hint="; for a percentage p pass q = p / 100 (0.8 prunes 80 % of "
@@ -106,6 +121,55 @@ def magnitude_threshold(values: torch.Tensor, q: float) -> torch.Tensor:
 
 # --- the layers and their weights ----------------------------------------------------------------
 
+def keep_mask(w: torch.Tensor, q: float) -> torch.Tensor:
+    """The keep mask of one layer (Lab 2 (b)): True where |w| > the q-quantile of |w| (`magnitude_threshold`);
+    every weight with |w| <= the threshold, ties included, is pruned."""
+    threshold = magnitude_threshold(w, q)
+    return w.detach().abs().to(threshold.dtype) > threshold
+
+
+def global_threshold(weights, q: float) -> torch.Tensor:
+    """One threshold for all layers together (Lab 2 (e)): the q-quantile of |w| over every weight of
+    ``weights`` (a list of tensors), as a 0-d tensor."""
+    weights = list(weights)
+    if not weights:
+        raise ValueError("global_threshold: no weights")
+    device = weights[0].device
+    return magnitude_threshold(torch.cat([w.detach().flatten().to(device) for w in weights]), q)
+
+
+def apply_mask(w: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The weight a held mask lets through (Lab 2 (c)): w * mask, so the gradient reaching w is zero
+    at pruned positions."""
+    return w * mask
+
+
+def linear_schedule(e: int, steps: int, target: float) -> float:
+    """The fraction pruned at step e = 1..steps of the iterative schedule (Lab 2 (d)): target * e / steps."""
+    return target * e / steps
+
+
+def total_sparsity(weights) -> float:
+    """The fraction of exact zeros over all of ``weights`` (a list of tensors) together: each layer
+    weighs by its size (Lab 2 (c)); as ``sparsity(net).total`` for the prunable weights of a model."""
+    weights = list(weights)
+    n = sum(w.numel() for w in weights)
+    if n == 0:
+        raise ValueError("total_sparsity: no weights")
+    return sum(int((w == 0).sum()) for w in weights) / n
+
+
+def _student_keep(rule, W: torch.Tensor, q: float, name: str) -> torch.Tensor:
+    """The keep mask of a student's ``rule(w, q)``, checked: a bool tensor of the weight's shape."""
+    keep = rule(W.clone(), q)
+    if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != tuple(W.shape):
+        got = (f"{keep.dtype} of shape {tuple(keep.shape)}" if isinstance(keep, torch.Tensor)
+               else type(keep).__name__)
+        raise ValueError(f"rule(w, q) must return a bool tensor of the weight's shape {tuple(W.shape)} "
+                         f"(True = kept), got {got} for layer {name!r}")
+    return keep.to(W.device)
+
+
 def _mask_of(module: nn.Module) -> Mask | None:
     """The layer's Mask parametrization, or None."""
     return find(module, Mask)
@@ -131,7 +195,7 @@ def _check_finite(pairs, weights) -> None:
 
 # --- pruning ---------------------------------------------------------------------------------------
 
-def _apply(module: nn.Module, keep: torch.Tensor, hold: bool, optimizer) -> torch.Tensor:
+def _apply(module: nn.Module, keep: torch.Tensor, hold: bool, optimizer, mask_fn=None) -> torch.Tensor:
     """Zero the pruned entries of the stored weight; with hold, (re)set the layer's mask.
 
     Returns the layer's kept mask (bool, True = kept). An existing mask is never loosened:
@@ -144,18 +208,20 @@ def _apply(module: nn.Module, keep: torch.Tensor, hold: bool, optimizer) -> torc
             keep = keep & existing.mask
         stored.masked_fill_(~keep, 0.0)
         if existing is not None or hold:
-            set_mask(module, keep)
+            set_mask(module, keep, fn=mask_fn)
         if optimizer is not None:
             _clear_state(optimizer, stored, keep)
     return keep
 
 
-def set_mask(module: nn.Module, keep: torch.Tensor) -> Mask:
+def set_mask(module: nn.Module, keep: torch.Tensor, fn=None) -> Mask:
     """Give the layer the mask ``keep`` (bool of the weight's shape, True = kept): its `Mask` is
     overwritten, or a new one is put first among the weight's parametrizations, so that another
     one (a quantizer) sees original * mask and the mask's state-dict key is always
     ``<layer>.parametrizations.weight.0.mask``. The stored weight is not changed (pruning zeroes
-    it; a checkpoint being loaded brings its own). Returns the Mask."""
+    it; a checkpoint being loaded brings its own). ``fn``: a student's `apply_mask` for the Mask
+    (None: keep the existing Mask's, or W * mask). Returns the Mask."""
+    fn = _callable("mask_fn", fn)
     W = original(module)
     if not isinstance(keep, torch.Tensor) or tuple(keep.shape) != tuple(W.shape):
         got = tuple(keep.shape) if isinstance(keep, torch.Tensor) else type(keep).__name__
@@ -165,8 +231,10 @@ def set_mask(module: nn.Module, keep: torch.Tensor) -> Mask:
     with torch.no_grad():
         if existing is not None:
             existing.mask.copy_(keep)
+            if fn is not None:
+                existing.fn = fn
             return existing
-    mask = Mask(keep.clone())
+    mask = Mask(keep.clone(), fn)
     add(module, mask, first=True)
     return mask
 
@@ -184,7 +252,7 @@ def _clear_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: to
 
 
 def prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimizer=None,
-                        layers=None) -> dict[str, torch.Tensor]:
+                        layers=None, rule=None, mask_fn=None) -> dict[str, torch.Tensor]:
     """Per-layer magnitude pruning: in each prunable layer, prune every weight with
     |w| <= the q-quantile of that layer's |w| (see the module docstring for the formula).
     The name is the assignment's; ``q`` is a fraction (0.8 prunes 80 %), not a percentage.
@@ -199,41 +267,45 @@ def prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimize
         layers: the layers to prune, as names or (name, module) pairs (one name alone: that
                 layer); default ``labkit.layers.prunable_layers(net)`` (every Conv2d and Linear,
                 model order).
+        rule: a student's ``rule(w, q)`` returning a layer's bool keep mask (default `keep_mask`).
+        mask_fn: a student's ``mask_fn(w, mask)`` for the held masks (default `apply_mask`).
 
     Returns {layer name: bool mask (True = kept)} of what was applied, in model order.
     Raises ValueError, before changing anything, for q outside [0, 1] or NaN, NaN weights,
     or a model without a prunable layer.
     """
     q = _check_q(q)
+    rule, mask_fn = _callable("rule", rule), _callable("mask_fn", mask_fn)
     pairs = select(net, layers, what="prune")
     weights = [_float_weight(m) for _, m in pairs]
     _check_finite(pairs, weights)
-    applied = {}
-    for (name, module), W in zip(pairs, weights):
-        threshold = magnitude_threshold(W, q)
-        keep = W.abs().to(threshold.dtype) > threshold
-        applied[name] = _apply(module, keep, hold, optimizer)
-    return applied
+    keeps = [keep_mask(W, q) if rule is None else _student_keep(rule, W, q, name)
+             for (name, _), W in zip(pairs, weights)]            # every layer's, before any is changed
+    return {name: _apply(module, keep, hold, optimizer, mask_fn) for (name, module), keep in zip(pairs, keeps)}
 
 
 def global_prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, optimizer=None,
-                               layers=None) -> dict[str, torch.Tensor]:
+                               layers=None, threshold=None, mask_fn=None) -> dict[str, torch.Tensor]:
     """Global magnitude pruning: ONE threshold, the q-quantile of |w| over all prunable weights
     together; every weight with |w| <= threshold is pruned, whatever its layer.
 
-    Arguments, return value and errors as `prune_by_percentage`. Layers whose weights are small
+    Arguments, return value and errors as `prune_by_percentage`; ``threshold``: a student's
+    ``threshold(weights, q)`` (default `global_threshold`). Layers whose weights are small
     compared with the others' end up sparser than q, layers with large weights denser.
     """
     q = _check_q(q)
+    fn, mask_fn = _callable("threshold", threshold) or global_threshold, _callable("mask_fn", mask_fn)
     pairs = select(net, layers, what="prune")
     weights = [_float_weight(m) for _, m in pairs]
     _check_finite(pairs, weights)
-    device = weights[0].device
-    threshold = magnitude_threshold(torch.cat([W.flatten().to(device) for W in weights]), q)
+    t = fn([W.clone() for W in weights], q)
+    if not isinstance(t, (torch.Tensor, float, int)) or isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.numel() != 1):
+        raise ValueError(f"threshold(weights, q) must return one number (a float or a 0-d tensor), got {t!r:.80}")
+    t = torch.as_tensor(t, dtype=torch.float64 if weights[0].device.type != "mps" else torch.float32)
     applied = {}
     for (name, module), W in zip(pairs, weights):
-        keep = W.abs().to(threshold.dtype) > threshold.to(W.device)
-        applied[name] = _apply(module, keep, hold, optimizer)
+        keep = W.abs().to(t.dtype) > t.reshape(()).to(W.device)
+        applied[name] = _apply(module, keep, hold, optimizer, mask_fn)
     return applied
 
 
@@ -369,18 +441,32 @@ class IterativePruning(RecordSparsity):
     (and in a run resumed after the steps: the quantizers' own copies come with the checkpoint).
     """
 
-    def __init__(self, target: float = 0.8, steps: int = 10, scope: str = "layer", layers=None):
+    def __init__(self, target: float = 0.8, steps: int = 10, scope: str = "layer", layers=None, *,
+                 schedule=None, rule=None, threshold=None, mask_fn=None):
         self.target = _check_q(target)
         steps = checks.integer("steps", steps, minimum=1)
         checks.one_of("scope", scope, ("layer", "global"))
         super().__init__(layers=layers, require_masks=False)  # the masks come with the last step
         self.steps, self.scope = steps, scope
+        self.schedule = _callable("schedule", schedule)
+        self.student = {"mask_fn": _callable("mask_fn", mask_fn)}   # a student's functions, or labkit's
+        if scope == "layer":
+            self.student["rule"] = _callable("rule", rule)
+        else:
+            self.student["threshold"] = _callable("threshold", threshold)
         self._start = None
         self.keep: dict[str, torch.Tensor] = {}
 
     def q(self, epoch: int) -> float | None:
-        """The fraction pruned before `epoch` (from 0), or None when there is no step then."""
-        return self.target * (epoch + 1) / self.steps if epoch < self.steps else None
+        """The fraction pruned before `epoch` (from 0), or None when there is no step then:
+        ``schedule(epoch + 1, steps, target)``, default `linear_schedule`."""
+        if epoch >= self.steps:
+            return None
+        if self.schedule is None:
+            return linear_schedule(epoch + 1, self.steps, self.target)
+        q = self.schedule(epoch + 1, self.steps, self.target)
+        return checks.fraction(f"schedule({epoch + 1}, {self.steps}, {self.target:g})", q,
+                               hint=" (a fraction of the weights, 0.8 prunes 80 %)")
 
     def on_epoch_begin(self, epoch, net, optimizer):
         q = self.q(epoch)
@@ -388,7 +474,7 @@ class IterativePruning(RecordSparsity):
             hold = epoch + 1 == self.steps
             prune = prune_by_percentage if self.scope == "layer" else global_prune_by_percentage
             pairs = select(net, self.layers, what="prune")
-            applied = prune(net, q, hold=hold, optimizer=optimizer if hold else None, layers=pairs)
+            applied = prune(net, q, hold=hold, optimizer=optimizer if hold else None, layers=pairs, **self.student)
             self.keep = applied
             for name, module in pairs:
                 hand_schedule_mask(module, applied[name])

@@ -88,6 +88,12 @@ Bits, scheme, mask-awareness, the zero option and a schedule's mask are saved in
 ``<layer>.parametrizations.weight.<i>._extra_state``; the zero option and the mask only when
 ``zero`` is not ``"float"``, so the course's quantizer saves what it always saved);
 ``labkit.checkpoints.load`` re-creates the quantizers (and masks) on a fresh model.
+
+A student's own quantizer (the exercises of Lab 3, checked by ``labkit.exercises``): `set_bits`,
+`quantized` and `bits` take ``fn``, called by the layer's forward pass in place of `QuantizeSTE`:
+``fn(w, bits)`` for a naive quantizer (``mask_aware=False``), ``fn(w, bits, mask)`` for a mask-aware
+one. Its references are `ste_quantize`, `masked_quantize` and `symmetric_quantize`. ``fn`` is not
+saved: a loaded model quantizes with labkit's own, and `codes` always encodes with labkit's.
 """
 from __future__ import annotations
 
@@ -103,7 +109,8 @@ from .layers import FollowsSchedule, add, find, prunable_layers, remove, select
 from .tables import table
 
 __all__ = [
-    "MAX_BITS", "ZEROS", "encode", "quantize", "QuantizeSTE", "Quantize", "quantizable_layers", "set_bits",
+    "MAX_BITS", "ZEROS", "encode", "quantize", "QuantizeSTE", "ste_quantize", "masked_quantize",
+    "symmetric_quantize", "Quantize", "quantizable_layers", "set_bits",
     "quantized", "bits", "quantizer_of", "bits_of", "codes", "bits_table",
 ]
 
@@ -276,6 +283,32 @@ def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False, zero
     return QuantizeSTE.apply(w, bits, grid, mask)
 
 
+def ste_quantize(w: torch.Tensor, bits: int | None) -> torch.Tensor:
+    """The course's quantizer with the straight-through gradient (Lab 3 (a)): min-max grid, every
+    weight; ``bits=None`` gives w itself, ``bits=0`` zeros (the gradient still straight through)."""
+    if bits is None:
+        return w
+    return QuantizeSTE.apply(w, bits, "minmax", None)
+
+
+def masked_quantize(w: torch.Tensor, bits: int, mask: torch.Tensor) -> torch.Tensor:
+    """The mask-aware quantizer (Lab 3 (d)): min-max grid over the kept weights (mask True), the
+    others exactly 0; straight-through gradient."""
+    return QuantizeSTE.apply(w, bits, "minmax", mask)
+
+
+def symmetric_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """The symmetric quantizer (Lab 3 (f)): s round(w / s), s = max|w| / (2^(b-1) - 1); straight-through."""
+    return QuantizeSTE.apply(w, bits, "symmetric", None)
+
+
+def _check_fn(fn):
+    if fn is not None and not callable(fn):
+        raise ValueError(f"fn must be a function (a student's quantizer) or None for labkit's own, "
+                         f"got {type(fn).__name__}")
+    return fn
+
+
 # --- the quantizer in a layer ---------------------------------------------------------------------
 
 class Quantize(FollowsSchedule):
@@ -292,9 +325,11 @@ class Quantize(FollowsSchedule):
     a bool buffer, or None); saved in the state dict as the module's extra state.
     """
 
-    def __init__(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True, zero: str = "float"):
+    def __init__(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True, zero: str = "float",
+                 fn=None):
         super().__init__()
         self.register_buffer("keep", None, persistent=False)   # in the extra state instead
+        self.fn = _check_fn(fn)                                 # a student's quantizer, or None
         self.configure(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero)
 
     def configure(self, bits: int, *, symmetric: bool = False, mask_aware: bool = True,
@@ -332,7 +367,10 @@ class Quantize(FollowsSchedule):
         return "symmetric" if self.symmetric else "zero_point" if self.zero == "zero_point" else "minmax"
 
     def forward(self, W: torch.Tensor) -> torch.Tensor:
-        return QuantizeSTE.apply(W, self.bits, self.grid, self.kept(W))
+        mask = self.kept(W)
+        if self.fn is not None:
+            return self.fn(W, self.bits) if mask is None else self.fn(W, self.bits, mask)
+        return QuantizeSTE.apply(W, self.bits, self.grid, mask)
 
     def get_extra_state(self) -> dict:
         state = {"bits": self.bits, "symmetric": self.symmetric, "mask_aware": self.mask_aware}
@@ -414,7 +452,7 @@ def bits_of(module: nn.Module) -> int | None:
 
 
 def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
-             zero: str = "float", layers=None) -> nn.Module:
+             zero: str = "float", layers=None, fn=None) -> nn.Module:
     """Quantize the weights of ``layers`` to ``bits`` bits from now on; returns ``net``.
 
     layers: names or (name, module) pairs (one name alone: that layer); default
@@ -426,11 +464,13 @@ def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_
     training with ``labkit.prune.IterativePruning``), "zero_point" (an integer zero point grid). ``bits=None`` removes
     the quantizer and leaves everything else (the mask) as it was: the float model again.
     The layer's Parameter is never replaced: an optimizer built before keeps updating it.
+    fn: a student's quantizer (module docstring) the layers use from now on; None: labkit's.
     Raises ValueError, before changing anything, for bad bits, flags, zero option or layer names,
     or a combination that excludes itself (symmetric with "zero_point", naive with "schedule").
     """
     symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     bits = _check_bits(bits, symmetric)
+    fn = _check_fn(fn)
     for _, module in _resolve(net, layers):
         q = quantizer_of(module)
         if bits is None:
@@ -438,45 +478,48 @@ def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_
                 remove(module, q)          # the mask, if any, stays
         elif q is not None:
             q.configure(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero)
+            q.fn = fn
         else:
-            add(module, Quantize(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero))  # after a Mask
+            add(module, Quantize(bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero, fn=fn))  # after a Mask
     return net
 
 
 def quantized(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
-              zero: str = "float", layers=None) -> nn.Module:
+              zero: str = "float", layers=None, fn=None) -> nn.Module:
     """A deep copy of ``net`` quantized with ``set_bits(copy, bits, ...)`` (same arguments);
     ``net`` is not changed. The copy is independent: changing one never changes the other."""
     symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     _check_bits(bits, symmetric)           # bad arguments are refused before copying
     names = [name for name, _ in _resolve(net, layers)]   # the copy's layers of the same names
     return set_bits(copy.deepcopy(net), bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero,
-                    layers=names)
+                    layers=names, fn=_check_fn(fn))
 
 
 @contextlib.contextmanager
 def bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_aware: bool = True,
-         zero: str = "float", layers=None):
+         zero: str = "float", layers=None, fn=None):
     """``with quant.bits(net, 4): ...``: ``net`` quantized as ``set_bits(net, bits, ...)`` inside
     the block; afterwards (also when the block raises) each of those layers has its previous
     quantizer settings again, or no quantizer if it had none. Yields ``net``."""
     pairs = _resolve(net, layers)
     before = [(module, quantizer_of(module)) for _, module in pairs]
-    before = [(module, None if q is None else q.get_extra_state()) for module, q in before]
-    set_bits(net, bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero, layers=pairs)
+    before = [(module, None if q is None else (q.get_extra_state(), q.fn)) for module, q in before]
+    set_bits(net, bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero, layers=pairs, fn=fn)
     try:
         yield net
     finally:
-        for module, state in before:
+        for module, saved in before:
             q = quantizer_of(module)
-            if state is None and q is not None:
-                remove(module, q)
-            elif state is not None and q is not None:
-                q.set_extra_state(state)
-            elif state is not None:
+            if saved is None:
+                if q is not None:
+                    remove(module, q)
+                continue
+            state, old_fn = saved
+            if q is None:
                 q = Quantize(state["bits"], symmetric=state["symmetric"])
-                q.set_extra_state(state)
                 add(module, q)
+            q.set_extra_state(state)
+            q.fn = old_fn
 
 
 def codes(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:

@@ -17,6 +17,11 @@ starts from W^0 = 0 and takes `steps` full-batch steps with step size mu = `lr`:
                   smallest-magnitude elements (the k largest are not penalised)
 
 The derivations are in the book chapter ``book/lab1_theory.md``.
+
+A student's own functions (the exercises of Lab 1, checked by ``labkit.exercises``): `optimize` takes
+``gradient(W, X, y)``, ``project(v, k)``, ``subgradient(W, lam)``, ``threshold(v, t)`` and
+``trimmed_step(W, g, lr, lam, k)`` and uses the references here (`gradient`, `project_top_k`,
+`l1_subgradient`, `soft_threshold`, `trimmed_l1_step`) for those not given.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from .tables import table
 
 __all__ = [
     "X", "Y", "W_STAR", "METHODS", "PENALISED",
-    "loss", "gradient", "soft_threshold", "project_top_k", "optimize",
+    "loss", "gradient", "soft_threshold", "project_top_k", "l1_subgradient", "trimmed_l1_step", "optimize",
     "steps_to_reach", "support_from", "sign_flips", "objective", "objective_increases",
     "facts", "runs_table", "l1_answers", "proximal_vs_subgradient", "trimmed_answers",
 ]
@@ -84,6 +89,37 @@ def project_top_k(v, k):
     return out
 
 
+def l1_subgradient(W, lam):
+    """A subgradient of lam ||W||_1: lam sign(W), with 0 at w = 0 (any value in [-lam, lam] is one there)."""
+    return lam * np.sign(W)
+
+
+def trimmed_l1_step(W, g, lr, lam, k):
+    """One step of trimmed L1: the gradient step V = W - lr g, then soft thresholding by lr lam of the
+    d - k smallest |V| (chosen after the gradient step; ties to the lower index), the k largest untouched."""
+    V = np.array(W, dtype=float) - lr * np.asarray(g, dtype=float)
+    small = np.argsort(np.abs(V), kind="stable")[: V.size - k]  # the d - k smallest |v|
+    V[small] = soft_threshold(V[small], lr * lam)
+    return V
+
+
+def _student(name, fn):
+    if fn is not None and not callable(fn):
+        raise ValueError(f"{name} must be a function (or None for labkit's own), got {type(fn).__name__}")
+    return fn
+
+
+def _step_result(name, value, d):
+    """A student's function's result as a float array of shape (d,), or a clear error."""
+    try:
+        v = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must return an array of {d} numbers, got {type(value).__name__}") from None
+    if v.shape != (d,):
+        raise ValueError(f"{name} must return an array of shape ({d},), got shape {v.shape}")
+    return v
+
+
 def _check(method, lam, steps, lr, k, X, y):
     """Validate the arguments of `optimize`; return (X, y) as float arrays."""
     checks.one_of("method", method, METHODS)
@@ -116,7 +152,8 @@ def _check(method, lam, steps, lr, k, X, y):
     return X, y
 
 
-def optimize(method, *, lam=None, steps=200, lr=0.02, k=2, X=None, y=None):
+def optimize(method, *, lam=None, steps=200, lr=0.02, k=2, X=None, y=None, gradient=None, project=None,
+             subgradient=None, threshold=None, trimmed_step=None):
     """Run `steps` full-batch steps of `method` from W^0 = 0; return (losses, weights).
 
     method: 'gd' | 'projected' | 'l1' | 'proximal' | 'trimmed_l1' (see the module docstring).
@@ -126,29 +163,37 @@ def optimize(method, *, lam=None, steps=200, lr=0.02, k=2, X=None, y=None):
     k:      'projected' keeps the k largest |w|; 'trimmed_l1' leaves the k largest unpenalised
             and soft-thresholds the d - k others. 1 <= k <= d.
     X, y:   the data, shapes (n, d) and (n,); default: the lab's three points.
+    gradient, project, subgradient, threshold, trimmed_step: a student's functions (module docstring);
+            None: labkit's own.
 
     Returns losses (steps,) with losses[t] = L(W^{t+1}) (the plain loss, without the penalty)
     and weights (steps, d) with weights[t] = W^{t+1}, the weights after step t + 1.
     """
     X, y = _check(method, lam, steps, lr, k, X, y)
+    grad = _student("gradient", gradient) or globals()["gradient"]
+    project = _student("project", project) or project_top_k
+    subgradient = _student("subgradient", subgradient) or l1_subgradient
+    threshold = _student("threshold", threshold) or soft_threshold
+    trimmed_step = _student("trimmed_step", trimmed_step) or trimmed_l1_step
     d = X.shape[1]
     t = lr * lam if method in PENALISED else 0.0  # threshold of one proximal step
     W = np.zeros(d)
     weights = np.empty((steps, d))
     for step in range(steps):
         # 1. gradient step on the smooth part L (plus the subgradient of the penalty for 'l1')
-        g = gradient(W, X, y)
+        g = _step_result("gradient(W, X, y)", grad(W.copy(), X, y), d)
+        if method == "trimmed_l1":   # the gradient step and the partial proximal step together
+            W = _step_result("trimmed_step(W, g, lr, lam, k)", trimmed_step(W.copy(), g, lr, lam, k), d)
+            weights[step] = W
+            continue
         if method == "l1":
-            g = g + lam * np.sign(W)  # np.sign(0) == 0: a valid subgradient of |w| at 0
+            g = g + _step_result("subgradient(W, lam)", subgradient(W.copy(), lam), d)
         W = W - lr * g
-        # 2. the non-smooth part: projection or (partial) proximal step
+        # 2. the non-smooth part: projection or proximal step
         if method == "projected":
-            W = project_top_k(W, k)
+            W = _step_result("project(v, k)", project(W.copy(), k), d)
         elif method == "proximal":
-            W = soft_threshold(W, t)
-        elif method == "trimmed_l1":
-            small = np.argsort(np.abs(W), kind="stable")[: d - k]  # the d - k smallest |w|
-            W[small] = soft_threshold(W[small], t)
+            W = _step_result("threshold(v, t)", threshold(W.copy(), t), d)
         weights[step] = W
     return loss(weights, X, y), weights
 

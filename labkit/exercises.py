@@ -1,0 +1,471 @@
+"""Self-checks of the functions the assignment asks a student to write (Labs 1-3).
+
+After each exercise the notebook calls ``exercises.check(key, fn)``: it runs the student's ``fn``
+and labkit's reference on the same inputs, chosen to catch the usual mistakes, and either prints
+one line saying the check passed or raises `Mistake` with a message that names what is wrong:
+
+    exercises.check("lab2 (b)", keep_mask)
+    # lab2 (b) keep_mask: passed (6 inputs: ties at the threshold, q = 0 and 1, a conv weight, ...)
+
+How a mistake is named: each exercise lists wrong versions of its function, one per usual mistake
+(``<`` for ``<=`` at the threshold, a fraction taken for a percent, a zero gradient, ...). When the
+student's result differs from the reference, the message of the wrong version that gives exactly
+the student's result is the one shown; when none does, the message says which input differs and
+how. ``hidden=True`` runs further inputs (the grader's hidden tests) that the visible check does
+not show. A check always calls the function it is given, never labkit's: a blank exercise (one that
+raises ``NotImplementedError``) fails it.
+
+The references are labkit's own functions, the ones the labs use when no student function is given
+(``labkit.sparse_linear``, ``labkit.prune``, ``labkit.quant``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import prune, quant, sparse_linear as sl
+
+__all__ = ["Mistake", "Case", "Exercise", "EXERCISES", "check", "keys"]
+
+
+class Mistake(AssertionError):
+    """A self-check failed; the message names the mistake (an AssertionError, so a grader scores it 0)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input of a check: the arguments and what they test, in words."""
+    args: tuple
+    what: str
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: the student's function's ``name``, labkit's ``reference``, the visible and hidden
+    ``cases``, the usual ``mistakes`` as (message, wrong version), and ``run``, which calls a function on
+    a case's arguments and returns what is compared (e.g. the output and the gradient)."""
+    key: str
+    name: str
+    reference: Callable
+    cases: tuple[Case, ...]
+    hidden: tuple[Case, ...]
+    mistakes: tuple[tuple[str, Callable], ...]
+    run: Callable = None
+    exact: bool = False
+
+
+# --- comparing results -----------------------------------------------------------------------------
+
+def _array(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _same(a, b, exact: bool) -> bool:
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+                and all(_same(x, y, exact) for x, y in zip(a, b)))
+    try:
+        a, b = _array(a), _array(b)
+    except (TypeError, ValueError):
+        return False
+    if a.shape != b.shape:
+        return False
+    if exact or a.dtype == bool or b.dtype == bool:
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    try:
+        a, b = a.astype(np.float64), b.astype(np.float64)
+    except (TypeError, ValueError):
+        return False
+    scale = max(1.0, float(np.nanmax(np.abs(b))) if b.size else 1.0)
+    return bool(np.array_equal(np.isnan(a), np.isnan(b))
+                and np.allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=1e-5, atol=1e-6 * scale))
+
+
+def _short(x) -> str:
+    if isinstance(x, tuple):
+        return "(" + ", ".join(_short(v) for v in x) + ")"
+    try:
+        a = _array(x)
+    except (TypeError, ValueError):
+        return repr(x)[:80]
+    if a.dtype == object:
+        return repr(x)[:80]
+    text = np.array2string(a.ravel()[:8], precision=4, separator=", ")
+    more = f" ... ({a.size} values, shape {a.shape}, {a.dtype})" if a.size > 8 else f" (shape {a.shape}, {a.dtype})"
+    return text + more
+
+
+def _unchanged(before, after) -> bool:
+    for x, y in zip(before, after):
+        if isinstance(x, (torch.Tensor, np.ndarray)):
+            if not _same(x, y, exact=True):
+                return False
+        elif isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
+            if not all(_same(a, b, exact=True) for a, b in zip(x, y)):
+                return False
+    return True
+
+
+def _call(ex: Exercise, fn, case: Case):
+    """Run ``fn`` on a copy of the case's arguments; Mistake if it raises or changes its inputs."""
+    args = copy.deepcopy(case.args)
+    run = ex.run or (lambda f, *a: f(*a))
+    try:
+        out = run(fn, *args)
+    except NotImplementedError:
+        raise Mistake(f"{ex.key} {ex.name}: not written yet (it raises NotImplementedError); write it in "
+                      f"the exercise cell above and run that cell again") from None
+    except Mistake:
+        raise
+    except Exception as e:                                   # the student's code failed: say how
+        raise Mistake(f"{ex.key} {ex.name} raised {type(e).__name__}: {e} (input: {case.what})") from None
+    if not _unchanged(case.args, args):
+        raise Mistake(f"{ex.key} {ex.name} changed its input in place (input: {case.what}); compute a new "
+                      f"tensor or array and return it")
+    return out
+
+
+def check(key: str, fn, *, hidden: bool = False) -> None:
+    """Check a student's ``fn`` for the exercise ``key`` (one of `keys`): print one line if it passes,
+    raise `Mistake` naming the mistake if not. ``hidden``: the further inputs of the grader's tests."""
+    if key not in EXERCISES:
+        raise ValueError(f"no exercise {key!r}; the exercises are {keys()}")
+    ex = EXERCISES[key]
+    if not callable(fn):
+        raise Mistake(f"{key}: expected the function {ex.name}, got {type(fn).__name__}")
+    cases = ex.hidden if hidden else ex.cases
+    for case in cases:
+        expected = _call(ex, ex.reference, case)
+        got = _call(ex, fn, case)
+        if _same(got, expected, ex.exact):
+            continue
+        for message, wrong in ex.mistakes:
+            try:
+                theirs = _call(ex, wrong, case)
+            except Mistake:
+                continue
+            if not _same(theirs, expected, ex.exact) and _same(got, theirs, ex.exact):
+                raise Mistake(f"{key} {ex.name} {message} (input: {case.what})")
+        raise Mistake(f"{key} {ex.name} differs from labkit's reference on {case.what}: expected "
+                      f"{_short(expected)}, got {_short(got)}")
+    print(f"{key} {ex.name}: passed ({len(cases)} {'hidden ' if hidden else ''}inputs: "
+          f"{'; '.join(c.what for c in cases)})")
+
+
+def keys() -> list[str]:
+    """The exercises' keys, in course order."""
+    return list(EXERCISES)
+
+
+# --- the runs that compare more than the output ----------------------------------------------------
+
+def _with_gradient(fn, w, *rest):
+    """(output, gradient of sum(output * c) with respect to w) for a fixed c: the straight-through
+    estimator's gradient is c itself. No gradient at all (a detached output) counts as zeros."""
+    w = w.clone().requires_grad_(True)
+    out = fn(w, *rest)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"expected a tensor, got {type(out).__name__}")
+    c = torch.linspace(-1.0, 2.0, out.numel(), dtype=out.dtype).reshape(out.shape)
+    if out.requires_grad:
+        (out * c).sum().backward()
+    grad = w.grad if w.grad is not None else torch.zeros_like(w)
+    return out.detach(), grad
+
+
+def _kept_gradient(fn, w, bits, mask):
+    """As `_with_gradient`, the gradient compared at the kept entries only (at the pruned ones the
+    layer's mask zeroes it anyway)."""
+    out, grad = _with_gradient(fn, w, bits, mask)
+    return out, grad[mask]
+
+
+def _schedule_steps(fn, steps, target):
+    return np.array([float(fn(e, steps, target)) for e in range(1, steps + 1)])
+
+
+def _as_float(fn, *args):
+    out = fn(*args)
+    return float(out) if isinstance(out, (torch.Tensor, np.ndarray)) and np.size(out) == 1 else out
+
+
+def _bool_mask(fn, w, q):
+    out = fn(w, q)
+    if isinstance(out, torch.Tensor) and out.dtype != torch.bool:
+        raise TypeError(f"it must return a bool tensor (True = kept), got {out.dtype}")
+    return out
+
+
+# --- Lab 1 -----------------------------------------------------------------------------------------
+
+_rng = np.random.default_rng(2024)
+_X2, _y2, _W2 = _rng.normal(size=(4, 6)), _rng.normal(size=4), _rng.normal(size=6)
+_W1 = np.array([0.5, -1.0, 2.0, 0.0, 0.25])
+
+
+def _gradient_cases(hidden):
+    if hidden:
+        return (Case((_W2, _X2, _y2), "other data: 4 points, 6 weights"),
+                Case((sl.W_STAR, sl.X, sl.Y), "W at the sparse optimum (the gradient is 0)"))
+    return (Case((np.zeros(5), sl.X, sl.Y), "W = 0, the lab's data"),
+            Case((_W1, sl.X, sl.Y), "W = [0.5, -1, 2, 0, 0.25], the lab's data"))
+
+
+def _tie_high(v, k):
+    v = np.asarray(v, dtype=float)
+    keep = (len(v) - 1 - np.argsort(-np.abs(v[::-1]), kind="stable"))[:k]
+    out = np.zeros_like(v)
+    out[keep] = v[keep]
+    return out
+
+
+def _top(v, k, order):
+    v = np.asarray(v, dtype=float)
+    out = np.zeros_like(v)
+    keep = order(v)[:k]
+    out[keep] = v[keep]
+    return out
+
+
+def _trimmed_wrong(pick_from_w=False, largest=False, lam_only=False, all_=False, no_step=False):
+    def step(W, g, lr, lam, k):
+        W, g = np.asarray(W, dtype=float), np.asarray(g, dtype=float)
+        V = W.copy() if no_step else W - lr * g
+        t = lam if lam_only else lr * lam
+        if all_:
+            return sl.soft_threshold(V, t)
+        ranked = np.argsort(np.abs(W if pick_from_w else V), kind="stable")
+        chosen = ranked[k:] if largest else ranked[: V.size - k]
+        V[chosen] = sl.soft_threshold(V[chosen], t)
+        return V
+    return step
+
+
+_TW, _TG = np.array([0.3, 2.0, -0.05, 0.6, -1.0]), np.array([1.0, 0.0, -5.0, 0.0, 0.0])
+
+
+# --- Lab 2 -----------------------------------------------------------------------------------------
+
+_gen = torch.Generator().manual_seed(2024)
+_w200 = torch.randn(200, generator=_gen)
+_conv = torch.randn(4, 3, 3, 3, generator=_gen) * 0.1
+_ties = torch.tensor([0.3, -0.1, 0.1, 0.2, 0.1, -0.4])
+_layers = [torch.randn(30, generator=_gen) * 0.5, torch.randn(4, 5, generator=_gen) * 0.05,
+           torch.randn(2, 3, 3, generator=_gen) * 2.0]
+
+
+def _with_zeros(t, every=3):
+    t = t.clone()
+    t.view(-1)[::every] = 0.0
+    return t
+
+
+def _global_wrong(kind):
+    def threshold(weights, q):
+        if kind == "mean":
+            return torch.stack([prune.magnitude_threshold(w, q) for w in weights]).mean()
+        flat = torch.cat([w.flatten() for w in weights]).double()
+        if kind == "signed":
+            return torch.quantile(flat, q)
+        return torch.quantile(flat.abs(), q / 100)
+    return threshold
+
+
+# --- Lab 3 -----------------------------------------------------------------------------------------
+
+def _minmax(w, bits, n_of=lambda b: 2 ** b - 1, rounding=torch.round, codes=False):
+    w = w.detach()
+    if bits is None:
+        return w.clone()
+    if bits == 0:
+        return torch.zeros_like(w)
+    lo, hi = w.min(), w.max()
+    alpha, n = hi - lo, n_of(bits)
+    if alpha == 0:
+        return w.clone()
+    k = rounding((w - lo) / alpha * n).clamp(0, n)
+    return k if codes else alpha * (k / n) + lo
+
+
+def _symmetric(w, bits, m_of=lambda b: 2 ** (b - 1) - 1, signed=False):
+    w = w.detach()
+    m = m_of(bits)
+    s = (w.max() if signed else w.abs().max()) / m
+    return s * torch.round(w / s).clamp(-m, m)
+
+
+def _masked_wrong(kind):
+    def fn(w, bits, mask):
+        if kind == "range":                   # min and max over every weight, the zeros included
+            return quant.QuantizeSTE.apply(w, bits, "minmax", None) * mask
+        out = quant.QuantizeSTE.apply(w, bits, "minmax", mask).detach().clone()
+        naive = quant.QuantizeSTE.apply(w, bits, "minmax", None).detach()
+        lo = w.detach()[mask].min()
+        out[~mask] = (naive if kind == "naive" else torch.full_like(w, float(lo)))[~mask]
+        return w + (out - w).detach()
+    return fn
+
+
+_wq = torch.randn(60, generator=_gen) * 0.2
+_wq_conv = torch.randn(8, 4, 3, 3, generator=_gen) * 0.05
+_wp = _with_zeros(torch.randn(64, generator=_gen) * 0.1 + 0.02, every=2)
+_wp2 = _with_zeros(torch.randn(6, 4, 3, 3, generator=_gen) * 0.05, every=5)
+_wp_pos = _with_zeros(torch.rand(40, generator=_gen) * 0.1 + 0.05, every=2)   # kept weights all positive
+
+
+def _ste_mistakes(reference):
+    return (("passes no gradient: the straight-through estimator's backward returns the upstream "
+             "gradient unchanged (round alone has zero derivative almost everywhere)",
+             lambda w, b, *m: reference(w, b, *m).detach()),)
+
+
+EXERCISES = {ex.key: ex for ex in [
+    Exercise("lab1 (b)", "gradient", sl.gradient,
+             _gradient_cases(False), _gradient_cases(True),
+             (("misses the factor 2 of the derivative of a square", lambda W, X, y: X.T @ (X @ W - y)),
+              ("takes the mean over the points; the loss is their sum", lambda W, X, y: 2.0 * X.T @ (X @ W - y) / len(y)),
+              ("has the wrong sign: the gradient of ||X W - y||^2 is 2 X^T (X W - y)",
+               lambda W, X, y: 2.0 * X.T @ (y - X @ W)))),
+    Exercise("lab1 (c)", "project_top_k", sl.project_top_k,
+             (Case((np.array([3.0, -5.0, 1.0, 0.5, -2.0]), 2), "v = [3, -5, 1, 0.5, -2], k = 2"),
+              Case((np.array([1.0, -1.0, 0.5, 1.0]), 2), "a tie of |v| at the k-th place: keep the lower index"),
+              Case((np.array([0.2, -0.1, 0.3]), 3), "k = d keeps everything")),
+             (Case((_rng.normal(size=9), 4), "9 random values, k = 4"),
+              Case((np.array([-4.0, 1.0, 2.0]), 1), "k = 1")),
+             (("keeps the k largest values, not the k largest magnitudes |v|",
+               lambda v, k: _top(v, k, lambda v: np.argsort(-v, kind="stable"))),
+              ("keeps the k smallest |v| instead of the k largest",
+               lambda v, k: _top(v, k, lambda v: np.argsort(np.abs(v), kind="stable"))),
+              ("keeps one element too many", lambda v, k: _top(v, k + 1, lambda v: np.argsort(-np.abs(v), kind="stable"))),
+              ("keeps one element too few", lambda v, k: _top(v, k - 1, lambda v: np.argsort(-np.abs(v), kind="stable"))),
+              ("breaks a tie of |v| towards the higher index; the lab keeps the lower one (a stable sort), so "
+               "that every run is the same", _tie_high))),
+    Exercise("lab1 (d)", "l1_subgradient", sl.l1_subgradient,
+             (Case((np.array([0.0, 3.0, -2.0, 0.0, 0.5]), 0.2), "W with zeros, lam = 0.2"),
+              Case((np.array([1.0, -1.0, 0.0]), 0.0), "lam = 0")),
+             (Case((_rng.normal(size=6), 1.5), "6 random weights, lam = 1.5"),
+              Case((np.zeros(4), 0.3), "W = 0")),
+             (("is not 0 at w = 0: the lab takes sign(0) = 0 (any value in [-lam, lam] is a subgradient there)",
+               lambda W, lam: lam * np.where(np.asarray(W) >= 0, 1.0, -1.0)),
+              ("forgets lam: the subgradient of lam ||W||_1 is lam sign(W)", lambda W, lam: np.sign(W)),
+              ("returns the penalty lam |W|, not its subgradient", lambda W, lam: lam * np.abs(W)))),
+    Exercise("lab1 (e)", "soft_threshold", sl.soft_threshold,
+             (Case((np.array([-3.0, -0.5, 0.0, 0.2, 0.5, 2.0]), 0.5), "v from -3 to 2 with |v| = t at two places, t = 0.5"),
+              Case((np.array([1.5, -0.25]), 0.0), "t = 0 leaves v as it is")),
+             (Case((_rng.normal(size=7) * 2, 1.2), "7 random values, t = 1.2"),
+              Case((np.array([0.1, -0.2]), 5.0), "t larger than every |v|")),
+             (("is hard thresholding: the elements that survive must also move towards 0 by t",
+               lambda v, t: np.where(np.abs(v) <= t, 0.0, v)),
+              ("loses the sign of v: S_t(v) = sign(v) max(|v| - t, 0)", lambda v, t: np.maximum(np.abs(v) - t, 0.0)),
+              ("moves every element by t, past 0 when |v| < t: those must become exactly 0",
+               lambda v, t: np.asarray(v) - t * np.sign(v)))),
+    Exercise("lab1 (f)", "trimmed_l1_step", sl.trimmed_l1_step,
+             (Case((_TW, _TG, 0.5, 0.4, 2), "a step that changes which weights are the k largest"),
+              Case((np.array([0.4, -0.3, 0.2]), np.zeros(3), 0.1, 1.0, 1), "g = 0: only the thresholding")),
+             (Case((_rng.normal(size=6), _rng.normal(size=6), 0.05, 2.0, 3), "6 random weights and gradients, k = 3"),
+              Case((np.array([1.0, 0.2, -0.1]), np.array([0.1, 0.1, 0.1]), 0.02, 0.0, 1), "lam = 0: a plain gradient step")),
+             (("chooses the weights to threshold before the gradient step; choose the d - k smallest |v| of "
+               "v = W - lr g", _trimmed_wrong(pick_from_w=True)),
+              ("thresholds the k largest instead of the d - k smallest", _trimmed_wrong(largest=True)),
+              ("thresholds by lam instead of lr lam (one proximal step of lr lam ||.||_1)", _trimmed_wrong(lam_only=True)),
+              ("thresholds every weight (that is the proximal step of (e)); the k largest are not penalised",
+               _trimmed_wrong(all_=True)),
+              ("forgets the gradient step: first v = W - lr g, then the thresholding", _trimmed_wrong(no_step=True)))),
+    Exercise("lab2 (b)", "keep_mask", prune.keep_mask,
+             (Case((_ties, 0.4), "ties at the threshold (|w| = 0.1 three times, q = 0.4)"),
+              Case((_w200, 0.5), "200 random weights, q = 0.5"),
+              Case((_conv, 0.8), "a conv weight of shape (4, 3, 3, 3), q = 0.8"),
+              Case((_w200, 0.0), "q = 0 (only the smallest |w| goes)"),
+              Case((_w200, 1.0), "q = 1 (everything goes)")),
+             (Case((_w200 * 3 - 0.5, 0.3), "200 shifted weights, q = 0.3"),
+              Case((torch.tensor([0.5, -0.5, 0.5, 0.25]), 0.5), "ties of opposite sign")),
+             (("keeps the weights equal to the threshold: every |w| <= threshold is pruned, ties included "
+               "(keep |w| > threshold)", lambda w, q: w.abs().double() >= torch.quantile(w.abs().double().flatten(), q)),
+              ("takes q for a percentage: q is a fraction (0.8 prunes 80 % of the weights)",
+               lambda w, q: w.abs().double() > torch.quantile(w.abs().double().flatten(), q / 100)),
+              ("ranks w, not |w|: a large negative weight is a large weight",
+               lambda w, q: w.double() > torch.quantile(w.double().flatten(), q)),
+              ("returns True for the pruned weights; the mask is True where a weight is kept",
+               lambda w, q: ~prune.keep_mask(w, q))),
+             run=_bool_mask, exact=True),
+    Exercise("lab2 (c) sparsity", "sparsity_of", prune.total_sparsity,
+             (Case(([torch.zeros(10), torch.ones(30)],), "a 10-weight layer all zero, a 30-weight layer dense"),
+              Case(([_with_zeros(_conv, 4), torch.ones(3, 3)],), "a conv weight with every 4th weight zero")),
+             (Case(([torch.zeros(2, 2), _with_zeros(_w200, 2), torch.ones(7)],), "three layers"),),
+             (("averages the layers' sparsities; the total counts every weight once, so a large layer weighs more",
+               lambda ws: sum(float((w == 0).float().mean()) for w in ws) / len(ws)),
+              ("is a percentage; return a fraction (0.8 for 80 %)", lambda ws: 100 * prune.total_sparsity(ws)),
+              ("counts the non-zero weights (the density), not the zeros", lambda ws: 1 - prune.total_sparsity(ws))),
+             run=_as_float),
+    Exercise("lab2 (c) mask", "apply_mask", prune.apply_mask,
+             (Case((_conv, _conv.abs() > 0.05), "a conv weight and its mask"),
+              Case((_w200, _w200 > 10), "a mask that prunes everything")),
+             (Case((_w200, _w200.abs() > 0.2), "200 weights"),),
+             (("cuts the gradient off from the kept weights too (a detached result): only the pruned "
+               "positions must get zero gradient", lambda w, m: (w * m).detach()),
+              ("lets the gradient through at the pruned positions: multiply by the mask in the forward pass "
+               "(w * mask), so autograd zeroes it there", lambda w, m: w + (w * m - w).detach())),
+             run=_with_gradient),
+    Exercise("lab2 (d)", "schedule", prune.linear_schedule,
+             (Case((10, 0.8), "10 steps to 0.8"), Case((1, 0.7), "one step: the target at once")),
+             (Case((4, 0.5), "4 steps to 0.5"),),
+             (("is off by one: step e = 1..steps prunes e / steps of the target, so the last step reaches it",
+               lambda e, s, t: t * (e - 1) / s),
+              ("is a percentage; return a fraction (0.8 for 80 %)", lambda e, s, t: 100 * t * e / s),
+              ("is Zhu & Gupta's cubic schedule; this lab's is linear, target * e / steps",
+               lambda e, s, t: t * (1 - (1 - e / s) ** 3))),
+             run=_schedule_steps),
+    Exercise("lab2 (e)", "global_threshold", prune.global_threshold,
+             (Case((_layers, 0.5), "three layers of very different scales, q = 0.5"),
+              Case((_layers, 0.8), "the same, q = 0.8"),
+              Case((_layers, 0.0), "q = 0")),
+             (Case(([_w200, _conv], 0.3), "two layers, q = 0.3"),),
+             (("averages the layers' own thresholds; the global threshold is one quantile of every |w| together",
+               _global_wrong("mean")),
+              ("is a quantile of w, not of |w|", _global_wrong("signed")),
+              ("takes q for a percentage: q is a fraction (0.8 prunes 80 % of the weights)", _global_wrong("percent"))),
+             run=_as_float),
+    Exercise("lab3 (a)", "ste_quantize", quant.ste_quantize,
+             (Case((_wq, 2), "60 weights, 2 bits"), Case((_wq_conv, 4), "a conv weight, 4 bits"),
+              Case((_wq, 1), "1 bit: min and max only"), Case((torch.full((5,), 0.3), 3), "a constant tensor (max = min)"),
+              Case((_wq, 0), "0 bits: all zeros"), Case((_wq, None), "bits None: the float weights")),
+             (Case((_wq * 5 + 1, 3), "shifted weights, 3 bits"), Case((_wq_conv, 8), "8 bits")),
+             _ste_mistakes(quant.ste_quantize) + (
+              ("uses 2^b steps; 2^b levels from min to max are 2^b - 1 steps (n = 2^b - 1)",
+               lambda w, b: w + (_minmax(w, b, n_of=lambda b: 2 ** b) - w).detach()),
+              ("rounds down (floor); each weight goes to the nearest level (round)",
+               lambda w, b: w + (_minmax(w, b, rounding=torch.floor) - w).detach()),
+              ("returns the integer codes 0..2^b - 1, not the weights they stand for",
+               lambda w, b: w + (_minmax(w, b, codes=True) - w).detach())),
+             run=_with_gradient),
+    Exercise("lab3 (d)", "masked_quantize", quant.masked_quantize,
+             (Case((_wp, 2, _wp != 0), "half the weights pruned, 2 bits"),
+              Case((_wp2, 4, _wp2 != 0), "a pruned conv weight, 4 bits"),
+              Case((_wp_pos, 2, _wp_pos != 0), "kept weights all positive, 2 bits (the zeros would widen the range)")),
+             (Case((_wp * 3, 3, _wp != 0), "3 bits"),),
+             _ste_mistakes(quant.masked_quantize) + (
+              ("takes min and max over every weight, the pruned zeros included; take them over the kept ones",
+               _masked_wrong("range")),
+              ("does not keep the pruned weights at 0: the naive quantizer rounds them to a level",
+               _masked_wrong("naive")),
+              ("gives the pruned weights a level (min of the kept weights); they must stay exactly 0",
+               _masked_wrong("level"))),
+             run=_kept_gradient),
+    Exercise("lab3 (f)", "symmetric_quantize", quant.symmetric_quantize,
+             (Case((_wq, 2), "60 weights, 2 bits (levels -s, 0, s)"), Case((_wq_conv, 4), "a conv weight, 4 bits"),
+              Case((_wq - 0.3, 3), "weights mostly negative, 3 bits")),
+             (Case((_wq + 0.3, 3), "weights mostly positive, 3 bits"), Case((_wq, 8), "8 bits")),
+             _ste_mistakes(quant.symmetric_quantize) + (
+              ("uses m = 2^b - 1; the levels s k, k = -m..m, fit in b bits only with m = 2^(b-1) - 1",
+               lambda w, b: w + (_symmetric(w, b, m_of=lambda b: 2 ** b - 1) - w).detach()),
+              ("uses m = 2^(b-1); then k = -m..m are 2^b + 1 levels, one more than b bits hold",
+               lambda w, b: w + (_symmetric(w, b, m_of=lambda b: 2 ** (b - 1)) - w).detach()),
+              ("scales by max w, not max |w|", lambda w, b: w + (_symmetric(w, b, signed=True) - w).detach())),
+             run=_with_gradient),
+]}
