@@ -12,7 +12,7 @@ How a mistake is named: each exercise lists wrong versions of its function, one 
 student's result differs from the reference, the message of the wrong version that gives exactly
 the student's result is the one shown; when none does, the message says which input differs and
 how. ``hidden=True`` runs further inputs (the grader's hidden tests) that the visible check does
-not show. A check always calls the function it is given, never labkit's: a blank exercise (one that
+not show, and prints nothing when they pass. A check always calls the function it is given, never labkit's: a blank exercise (one that
 raises ``NotImplementedError``) fails it.
 
 The references are labkit's own functions, the ones the labs use when no student function is given
@@ -154,8 +154,8 @@ def check(key: str, fn, *, hidden: bool = False) -> None:
                 raise Mistake(f"{key} {ex.name} {message} (input: {case.what})")
         raise Mistake(f"{key} {ex.name} differs from labkit's reference on {case.what}: expected "
                       f"{_short(expected)}, got {_short(got)}")
-    print(f"{key} {ex.name}: passed ({len(cases)} {'hidden ' if hidden else ''}inputs: "
-          f"{'; '.join(c.what for c in cases)})")
+    if not hidden:                          # the hidden inputs stay unseen, also when they pass
+        print(f"{key} {ex.name}: passed ({len(cases)} inputs: {'; '.join(c.what for c in cases)})")
 
 
 def keys() -> list[str]:
