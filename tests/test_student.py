@@ -1,0 +1,170 @@
+"""The student edition (scripts/make_student.py) and the grader (scripts/grade.py): the handouts hold no
+line of any solution and are what the generator writes; the solved notebooks score full marks, the
+blank handouts zero on every exercise, and a planted mistake costs its part's points and only those;
+a student's code is what the self-checks call."""
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LABS = sorted((REPO / "labs").glob("lab*.ipynb"))
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def ms():
+    return _script("make_student")
+
+
+@pytest.fixture(scope="module")
+def grade():
+    return _script("grade")
+
+
+def _meta(cell):
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+def _solution_lines(nb) -> set[str]:
+    """The lines between the solution markers of every cell (stripped, non-empty), less those that
+    also appear outside every solution block of the notebook (those are not secret)."""
+    inside, outside = set(), set()
+    for cell in nb.cells:
+        block = False
+        for line in cell.source.splitlines():
+            text = line.strip()
+            if text.startswith("### BEGIN SOLUTION") or text.startswith("### BEGIN HIDDEN TESTS"):
+                block = True
+            elif text.startswith("### END SOLUTION") or text.startswith("### END HIDDEN TESTS"):
+                block = False
+            elif text:
+                (inside if block else outside).add(text)
+    return inside - outside
+
+
+def test_the_committed_handouts_are_what_the_generator_writes(ms):
+    assert ms.write(check=True) == [], "run `make student`"
+
+
+@pytest.mark.parametrize("path", LABS, ids=lambda p: p.stem)
+def test_a_handout_holds_no_line_of_any_solution_and_no_output(ms, path):
+    solved = nbformat.read(path, as_version=4)
+    secret = _solution_lines(solved)
+    student = nbformat.read(REPO / "student" / path.name, as_version=4)
+    for cell in student.cells:
+        leaked = [line for line in cell.source.splitlines() if line.strip() in secret]
+        assert not leaked, f"{path.name}: solution lines in the handout: {leaked}"
+        assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source
+        assert not cell.get("outputs")
+    graded = [c for c in student.cells if _meta(c).get("grade")]
+    assert all("checksum" in _meta(c) and "points" in _meta(c) for c in graded)
+    if any(_meta(c).get("solution") for c in solved.cells if c.cell_type == "code"):
+        assert any("raise NotImplementedError()" in c.source for c in student.cells)
+
+
+def test_the_handouts_first_cell_installs_labkit_and_picks_the_quick_run(ms):
+    first = nbformat.read(REPO / "student" / LABS[0].name, as_version=4).cells[0]
+    assert first.cell_type == "code" and 'find_spec("labkit") is None' in first.source
+    assert ms.repository() in first.source and 'QUICK = True' in first.source
+
+
+def test_the_solutions_view_drops_markers_and_hidden_tests(ms):
+    src = "def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION\ncheck(f)\n### BEGIN HIDDEN TESTS\ncheck(f, hidden=True)\n### END HIDDEN TESTS\n"
+    assert ms.solutions_view(src) == "def f():\n    return 1\ncheck(f)"
+
+
+def _graded(grade, tmp_path, notebooks: dict[str, nbformat.NotebookNode]):
+    folder = tmp_path / "subs"
+    folder.mkdir()
+    for name, nb in notebooks.items():
+        nbformat.write(nb, folder / name)
+    labs = {p.stem: grade.load_lab(p) for p in LABS}
+    labs = {n: lab for n, lab in labs.items() if lab.checks}
+    grade.warm_up(labs)
+    paths = sorted(folder.iterdir())
+    return {g.submission: g for g in grade.grade_all(paths, labs, jobs=2, timeout=60, root=folder)}, labs
+
+
+def _planted(path, old, new):
+    nb = nbformat.read(path, as_version=4)
+    hits = [c for c in nb.cells if _meta(c).get("solution") and old in c.source]
+    assert len(hits) == 1, old
+    hits[0].source = hits[0].source.replace(old, new)
+    return nb
+
+
+PLANTED = {   # one mistake per lab: the part it must cost
+    "lab1_sparse_optimization": ("return 2.0 * X.T @ (X @ W - y)", "return X.T @ (X @ W - y)", "lab1_b_check"),
+    "lab2_pruning": ("return a > torch.quantile(a.flatten(), q)", "return a >= torch.quantile(a.flatten(), q)", "lab2_b_check"),
+    "lab3_quantization": ("        return grad, None", "        return torch.zeros_like(grad), None", "lab3_a_check"),
+}
+
+
+def test_grading_solved_blank_planted_and_broken_submissions(grade, tmp_path):
+    subs = {}
+    for path in LABS:
+        if path.stem not in PLANTED:
+            continue
+        old, new, _ = PLANTED[path.stem]
+        subs[f"solved_{path.name}"] = nbformat.read(path, as_version=4)
+        subs[f"blank_{path.name}"] = nbformat.read(REPO / "student" / path.name, as_version=4)
+        subs[f"planted_{path.name}"] = _planted(path, old, new)
+    graded, labs = _graded(grade, tmp_path, subs)
+    for path in LABS:
+        if path.stem not in PLANTED:
+            continue
+        lab, wrong = labs[path.stem], PLANTED[path.stem][2]
+        full = {c: p for c, (_, _, p) in lab.checks.items()}
+        assert graded[f"solved_{path.name}"].checks == full
+        assert graded[f"blank_{path.name}"].checks == {c: 0.0 for c in full}
+        assert all("not written yet" in e for e in graded[f"blank_{path.name}"].errors.values())
+        assert graded[f"planted_{path.name}"].checks == dict(full, **{wrong: 0.0}), path.stem
+        assert full[wrong] > 0
+
+
+def test_a_broken_or_foreign_file_gets_a_line_and_grading_goes_on(grade, tmp_path):
+    (tmp_path / "subs").mkdir()
+    (tmp_path / "subs" / "a.ipynb").write_text("not json")
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "subs" / "b.ipynb")
+    hang = _planted(LABS[1], "return target * e / steps", "while True:\n        pass")
+    nbformat.write(hang, tmp_path / "subs" / "c.ipynb")
+    nbformat.write(nbformat.read(LABS[1], as_version=4), tmp_path / "subs" / "d.ipynb")
+    labs = {p.stem: grade.load_lab(p) for p in LABS}
+    labs = {n: lab for n, lab in labs.items() if lab.checks}
+    grade.warm_up(labs)
+    paths = sorted((tmp_path / "subs").iterdir())
+    got = {g.submission: g for g in grade.grade_all(paths, labs, jobs=2, timeout=8, root=tmp_path / "subs")}
+    assert got["a.ipynb"].status.startswith("not a notebook")
+    assert got["b.ipynb"].status.startswith("no exercise of any lab")
+    assert got["c.ipynb"].status.startswith("timed out after 8 s")
+    assert got["c.ipynb"].checks["lab2_b_check"] == 6 and got["c.ipynb"].checks["lab2_d_check"] == 0
+    assert sum(got["d.ipynb"].checks.values()) == labs[LABS[1].stem].points
+    header, rows = grade.table(list(got.values()), labs)
+    assert header[:3] == ["submission", "lab", "status"] and len(rows) == 4
+
+
+def test_the_points_are_the_assignments():
+    points = {}
+    for path in LABS:
+        for cell in nbformat.read(path, as_version=4).cells:
+            m = _meta(cell)
+            if m.get("grade"):
+                part = re.match(r"(lab\d)_([a-z])_", m["grade_id"]).groups()
+                points[part] = points.get(part, 0) + m["points"]
+    code = {("lab1", "b"): 3, ("lab1", "c"): 4, ("lab1", "d"): 3, ("lab1", "e"): 4, ("lab1", "f"): 4,
+            ("lab2", "b"): 6, ("lab2", "c"): 4, ("lab2", "d"): 4, ("lab2", "e"): 6,
+            ("lab3", "a"): 10, ("lab3", "d"): 3, ("lab3", "f"): 0}
+    for part, p in code.items():
+        assert points.get(part) == p, part
