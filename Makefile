@@ -15,7 +15,10 @@ NBVAL = LABKIT_PROFILE=ci $(BIN)/python -m pytest --nbval-lax --nbval-current-en
 COURSE_LABS = $(shell grep -l "course.current()" labs/*.ipynb)
 NBVAL_2024 = LABKIT_COURSE=2024 LABKIT_PROFILE=ci $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider $(COURSE_LABS)
 
-.PHONY: install book results test unit notebooks notebooks-2024 reference bench clean
+SITE ?= solutions
+SUBMISSIONS ?= submissions
+
+.PHONY: install book results student grade test unit notebooks notebooks-2024 reference bench clean
 
 install: $(STAMP)  ## create .venv and install labkit with every pinned dependency into it
 
@@ -32,8 +35,14 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 results: $(STAMP)  ## regenerate book/results.md from the reference runs' labs/results/*.json
 	$(BIN)/python scripts/make_results.py
 
-book: results  ## build the course site into _build/html (strict: any warning fails)
-	$(BIN)/jupyter-book build . $(BOOK_FLAGS)
+student: $(STAMP)  ## write the student notebooks (handouts, valid nbgrader source notebooks) into student/
+	$(BIN)/python scripts/make_student.py
+
+grade: $(STAMP)  ## grade SUBMISSIONS=<folder> of submitted notebooks into grades.csv (+ grades.answers.md)
+	$(BIN)/python scripts/grade.py $(SUBMISSIONS) --out grades.csv
+
+book: results student  ## build the course site into _build/html (strict: any warning fails); SITE=handout: no solutions
+	LABKIT_SITE=$(SITE) $(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "The site is at _build/html/index.html"
 
 test: $(STAMP)  ## every test: labkit's unit tests, the strict book build in a browser, the notebooks (CI profile, both editions)
@@ -53,6 +62,7 @@ notebooks-2024: $(STAMP)  ## re-execute the notebooks in the CI profile under th
 reference: $(STAMP)  ## the reference run: re-execute every notebook in place, full profile
 	$(BIN)/python scripts/run_notebooks.py
 	$(BIN)/python scripts/make_results.py
+	$(BIN)/python scripts/make_student.py
 
 bench: $(STAMP)  ## every benchmarks/bench_*.py, one after the other
 	@set -e; for script in benchmarks/bench_*.py; do \

@@ -79,6 +79,7 @@ def student_edition(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNo
     out = nbformat.reads(body, as_version=4)
     out.cells.insert(0, setup_cell())
     for cell in out.cells:
+        cell.metadata.pop("execution", None)          # the solved run's timestamps
         if cell.cell_type == "code":
             cell.execution_count = None
     return out

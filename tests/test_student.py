@@ -168,3 +168,24 @@ def test_the_points_are_the_assignments():
             ("lab3", "a"): 10, ("lab3", "d"): 3, ("lab3", "f"): 0}
     for part, p in code.items():
         assert points.get(part) == p, part
+
+
+@pytest.mark.parametrize("path", [p for p in LABS if p.stem in PLANTED], ids=lambda p: p.stem)
+def test_a_blank_handout_runs_to_its_first_exercise_and_every_check_fails(path, tmp_path, monkeypatch):
+    """The cells before the first exercise run without error (the quick profile, the course's data);
+    then each blank exercise and its checks: every check fails, saying the exercise is not written."""
+    from nbclient import NotebookClient
+    student = nbformat.read(REPO / "student" / path.name, as_version=4)
+    first = next(i for i, c in enumerate(student.cells) if _meta(c).get("solution") and c.cell_type == "code")
+    keep = student.cells[:first] + [c for c in student.cells[first:] if c.cell_type == "code" and _meta(c)]
+    nb = nbformat.v4.new_notebook(cells=keep, metadata=student.metadata)
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    NotebookClient(nb, timeout=300, allow_errors=True, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "labs")}}).execute()
+    errors = lambda c: [o for o in c.get("outputs", []) if o.output_type == "error"]
+    for cell in nb.cells[:first]:
+        assert not errors(cell), (path.name, cell.source[:80], errors(cell))
+    checks = [c for c in nb.cells[first:] if _meta(c).get("grade")]
+    assert checks
+    for cell in checks:
+        assert errors(cell) and "not written yet" in errors(cell)[0].evalue, (path.name, cell.source[:60])

@@ -1,0 +1,48 @@
+"""Sphinx extension of the course site: how the lab notebooks show their exercises.
+
+The solutions site (the default) shows every solved cell without nbgrader's markers
+(``### BEGIN SOLUTION`` / ``### END SOLUTION``) and without the hidden tests. The handout site,
+``LABKIT_SITE=handout`` (``make book SITE=handout``), shows each lab as its student notebook
+(scripts/make_student.py): exercises blank, answer cells empty, no outputs. Both rewrite the
+notebook as Sphinx reads it (the ``source-read`` event); the files in labs/ are never changed.
+"""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SITES = ("solutions", "handout")
+
+
+def _make_student():
+    spec = importlib.util.spec_from_file_location("make_student", REPO / "scripts" / "make_student.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rewrite(app, docname, source):
+    if not docname.startswith("labs/"):
+        return
+    ms = _make_student()
+    if app.config.labkit_site == "handout":
+        import nbformat
+        nb = ms.student_edition(nbformat.reads(source[0], as_version=4), Path(docname).name)
+        source[0] = nbformat.writes(nb)
+        return
+    nb = json.loads(source[0])
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            cell["source"] = ms.solutions_view(text)
+    source[0] = json.dumps(nb)
+
+
+def setup(app):
+    site = os.environ.get("LABKIT_SITE", "solutions")
+    if site not in SITES:
+        raise ValueError(f"LABKIT_SITE={site!r}: the site is one of {SITES}")
+    app.add_config_value("labkit_site", site, "env")
+    app.connect("source-read", _rewrite)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
