@@ -11,6 +11,7 @@ notebook has it*, hidden tests included (a student who edits or deletes a check 
 So each part is graded on its own code only, no training runs, and a notebook grades in seconds.
 nbgrader's ``determine_grade`` scores each check cell (an error: 0 points, otherwise its points).
 
+The ten concepts (student/concepts.ipynb) are a submission like a lab, of answer cells only.
 Written answers (markdown answer cells) are not scored here: they are listed, with each student's
 text, in ``<out>.answers.md`` for the instructor to grade by hand. The points live in the solved
 notebooks' cell metadata (``nbgrader.points``); change them there.
@@ -137,8 +138,16 @@ def _score(points: float, error: str | None) -> float:
 
 def _match(nb, labs: dict[str, Lab]) -> Lab | None:
     ids = {_meta(c).get("grade_id") for c in nb.cells} - {None}
-    best = max(labs.values(), key=lambda lab: len(ids & (set(lab.solutions) | set(lab.checks))))
-    return best if ids & (set(best.solutions) | set(best.checks)) else None
+    known = lambda lab: set(lab.solutions) | set(lab.checks) | set(lab.answers)
+    best = max(labs.values(), key=lambda lab: len(ids & known(lab)))
+    return best if ids & known(best) else None
+
+
+def course_labs() -> dict[str, Lab]:
+    """What a submission can be: a lab with exercises, or the concepts (answer cells only)."""
+    labs = {p.stem: load_lab(p) for p in sorted(LABS.glob("lab*.ipynb"))}
+    labs["concepts"] = load_lab(REPO / "student" / "concepts.ipynb")
+    return {name: lab for name, lab in labs.items() if lab.checks or lab.answers}
 
 
 def warm_up(labs: dict[str, Lab]) -> None:
@@ -261,8 +270,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder of submitted notebooks")
-    labs = {p.stem: load_lab(p) for p in sorted(LABS.glob("lab*.ipynb"))}
-    labs = {name: lab for name, lab in labs.items() if lab.checks}
+    labs = course_labs()
     warm_up(labs)
     paths = sorted(p for p in args.submissions.rglob("*") if p.is_file() and not p.name.startswith("."))
     start = time.monotonic()

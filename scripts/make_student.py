@@ -1,4 +1,5 @@
-"""Write the student edition of the labs, student/<lab>.ipynb, from the solved notebooks in labs/.
+"""Write the student edition of the labs, student/<lab>.ipynb, from the solved notebooks in labs/,
+and student/concepts.ipynb, the ten concepts of book/concepts.md with an answer cell each.
 
     python scripts/make_student.py            # (re)write student/*.ipynb
     python scripts/make_student.py --check    # exit 1 if student/ is not what this writes
@@ -90,6 +91,35 @@ def solutions_view(source: str) -> str:
     return SOLUTION.sub("", HIDDEN.sub("", source)).rstrip("\n")
 
 
+def concepts_notebook() -> nbformat.NotebookNode:
+    """The ten concepts of book/concepts.md as a student notebook: each statement, then an answer
+    cell (True or False, and the reason) worth 2 points, graded by hand (grade ids concept_1..10).
+    The answers stay on the book's page; here the cells are empty."""
+    text = (REPO / "book" / "concepts.md").read_text(encoding="utf-8")
+    sections = re.findall(r"^## (\d+)\. (.+)\n\n((?:> .*\n)+)", text, flags=re.M)
+    if len(sections) != 10:
+        raise ValueError(f"book/concepts.md: expected 10 concepts ('## N. title' then a '> ' statement), "
+                         f"found {len(sections)}")
+    cells = [nbformat.v4.new_markdown_cell(
+        "# The ten concepts\n\nEach statement is true or false. For each, write **True** or **False** "
+        "and the reason, in a few sentences (2 points each). The course site's Concepts page has the "
+        "answers once the assignment is over.")]
+    cells[0].id = "concepts-intro"
+    for number, title, quote in sections:
+        q = nbformat.v4.new_markdown_cell(f"## {number}. {title}\n\n{quote.strip()}")
+        q.id = f"concept-{number}"
+        a = nbformat.v4.new_markdown_cell("YOUR ANSWER HERE")
+        a.id = f"concept-{number}-answer"
+        a.metadata["nbgrader"] = {"grade": True, "grade_id": f"concept_{number}", "locked": False, "points": 2,
+                                  "schema_version": 3, "solution": True, "task": False}
+        cells += [q, a]
+    from nbgrader.preprocessors import ComputeChecksums
+    nb = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {"display_name": "Python 3",
+                                                                        "language": "python", "name": "python3"}})
+    nb, _ = ComputeChecksums().preprocess(nb, {})
+    return nb
+
+
 def graded_notebooks() -> list[Path]:
     return sorted(LABS.glob("lab*.ipynb"))
 
@@ -97,10 +127,11 @@ def graded_notebooks() -> list[Path]:
 def write(folder: Path = STUDENT, check: bool = False) -> list[Path]:
     """Write (or with ``check``, compare) every student notebook; returns the stale ones."""
     stale = []
-    for path in graded_notebooks():
-        nb = nbformat.read(path, as_version=4)
-        text = nbformat.writes(student_edition(nb, path.stem)) + "\n"
-        target = folder / path.name
+    editions = [(path.name, lambda path=path: student_edition(nbformat.read(path, as_version=4), path.stem))
+                for path in graded_notebooks()] + [("concepts.ipynb", concepts_notebook)]
+    for name, make in editions:
+        text = nbformat.writes(make()) + "\n"
+        target = folder / name
         if check:
             if not target.exists() or target.read_text(encoding="utf-8") != text:
                 stale.append(target)
@@ -119,7 +150,8 @@ def main(argv=None) -> int:
         print("stale student notebooks (run `make student`):", ", ".join(p.name for p in stale), file=sys.stderr)
         return 1
     if not args.check:
-        print(f"wrote {len(graded_notebooks())} student notebooks to {STUDENT.relative_to(REPO)}/")
+        print(f"wrote {len(graded_notebooks()) + 1} student notebooks (the labs and the concepts) to "
+              f"{STUDENT.relative_to(REPO)}/")
     return 0
 
 

@@ -38,10 +38,10 @@ def subset_root(data_root) -> Path:
     return data_root
 
 
-@pytest.fixture(scope="session")
-def book_html(tmp_path_factory) -> Path:
-    """The course site built once per session, strictly as CI builds it (any Sphinx warning fails):
-    ``jupyter-book build . -W -n --keep-going``. Returns its ``_build/html`` folder."""
+def _build_book(tmp_path_factory, site: str) -> Path:
+    """The course site built strictly, as CI builds it (any Sphinx warning fails):
+    ``LABKIT_SITE=<site> jupyter-book build . -W -n --keep-going``. Returns its ``_build/html`` folder."""
+    import os
     import shutil
     import subprocess
     import sys
@@ -50,9 +50,21 @@ def book_html(tmp_path_factory) -> Path:
     exe = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
     if exe is None:
         pytest.fail("jupyter-book is not installed: run `make install`")
-    out = tmp_path_factory.mktemp("book")
+    out = tmp_path_factory.mktemp(f"book-{site}")
     cmd = [exe, "build", str(REPO), "--path-output", str(out), "-W", "-n", "--keep-going"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=dict(os.environ, LABKIT_SITE=site))
     if result.returncode != 0:
-        pytest.fail("the strict book build failed:\n" + result.stdout[-4000:] + result.stderr[-4000:])
+        pytest.fail(f"the strict book build ({site} site) failed:\n" + result.stdout[-4000:] + result.stderr[-4000:])
     return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def book_html(tmp_path_factory) -> Path:
+    """The solutions site (the default), built once per session."""
+    return _build_book(tmp_path_factory, "solutions")
+
+
+@pytest.fixture(scope="session")
+def handout_html(tmp_path_factory) -> Path:
+    """The handout site (``make book SITE=handout``), built once per session."""
+    return _build_book(tmp_path_factory, "handout")

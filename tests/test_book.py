@@ -50,3 +50,31 @@ def test_no_test_marker_or_machine_path_in_the_text(book_html):
         text = re.sub(r"<(script|style)\b.*?</\1>|<[^>]+>", " ", html, flags=re.S | re.I)
         for needle in ["NBVAL", "nbval", "/work/", "/root/", "/home/"]:
             assert needle not in text, f"{page.relative_to(book_html)} shows {needle!r}"
+
+
+@pytest.mark.book
+def test_the_solutions_site_hides_the_markers_and_offers_the_handouts(book_html):
+    for page in (book_html / "labs").glob("lab*.html"):
+        html = page.read_text(encoding="utf-8")
+        assert "BEGIN SOLUTION" not in html and "HIDDEN TESTS" not in html, page.name
+    import html as html_lib
+    lab2 = html_lib.unescape(re.sub(r"<[^>]+>", "", (book_html / "labs" / "lab2_pruning.html").read_text(encoding="utf-8")))
+    assert "return a > torch.quantile(a.flatten(), q)" in lab2     # the solution, without its markers
+    handouts = (book_html / "book" / "handouts.html").read_text(encoding="utf-8")
+    for notebook in sorted((REPO / "student").glob("*.ipynb")):
+        links = re.findall(rf'href="(\.\./_downloads/[^"]*/{notebook.name})"', handouts)
+        assert links, f"the Handouts page offers no download of {notebook.name}"
+        assert (book_html / "book" / links[0]).resolve().read_bytes() == notebook.read_bytes()
+
+
+@pytest.mark.book
+def test_the_handout_site_shows_the_student_notebooks_and_no_answers(handout_html):
+    import html as html_lib
+    text = lambda page: html_lib.unescape(re.sub(r"<[^>]+>", "", page.read_text(encoding="utf-8")))
+    lab2 = text(handout_html / "labs" / "lab2_pruning.html")
+    assert "raise NotImplementedError()" in lab2 and "YOUR ANSWER HERE" in lab2
+    assert "return a > torch.quantile(a.flatten(), q)" not in lab2          # no solution
+    assert "cell_output docutils container" not in (handout_html / "labs" / "lab2_pruning.html").read_text(encoding="utf-8")   # no output
+    concepts = text(handout_html / "book" / "concepts.html")
+    assert "is on the solutions site once the assignment is over" in concepts
+    assert "orthogonal" in concepts and "They change different things" not in concepts

@@ -90,8 +90,7 @@ def _graded(grade, tmp_path, notebooks: dict[str, nbformat.NotebookNode]):
     folder.mkdir()
     for name, nb in notebooks.items():
         nbformat.write(nb, folder / name)
-    labs = {p.stem: grade.load_lab(p) for p in LABS}
-    labs = {n: lab for n, lab in labs.items() if lab.checks}
+    labs = grade.course_labs()
     grade.warm_up(labs)
     paths = sorted(folder.iterdir())
     return {g.submission: g for g in grade.grade_all(paths, labs, jobs=2, timeout=60, root=folder)}, labs
@@ -141,8 +140,7 @@ def test_a_broken_or_foreign_file_gets_a_line_and_grading_goes_on(grade, tmp_pat
     hang = _planted(LABS[1], "return target * e / steps", "while True:\n        pass")
     nbformat.write(hang, tmp_path / "subs" / "c.ipynb")
     nbformat.write(nbformat.read(LABS[1], as_version=4), tmp_path / "subs" / "d.ipynb")
-    labs = {p.stem: grade.load_lab(p) for p in LABS}
-    labs = {n: lab for n, lab in labs.items() if lab.checks}
+    labs = grade.course_labs()
     grade.warm_up(labs)
     paths = sorted((tmp_path / "subs").iterdir())
     got = {g.submission: g for g in grade.grade_all(paths, labs, jobs=2, timeout=8, root=tmp_path / "subs")}
@@ -156,6 +154,7 @@ def test_a_broken_or_foreign_file_gets_a_line_and_grading_goes_on(grade, tmp_pat
 
 
 def test_the_points_are_the_assignments():
+    """Per part, the check cells' and the answer cells' points add up to the assignment's."""
     points = {}
     for path in LABS:
         for cell in nbformat.read(path, as_version=4).cells:
@@ -163,11 +162,12 @@ def test_the_points_are_the_assignments():
             if m.get("grade"):
                 part = re.match(r"(lab\d)_([a-z])_", m["grade_id"]).groups()
                 points[part] = points.get(part, 0) + m["points"]
-    code = {("lab1", "b"): 3, ("lab1", "c"): 4, ("lab1", "d"): 3, ("lab1", "e"): 4, ("lab1", "f"): 4,
-            ("lab2", "b"): 6, ("lab2", "c"): 4, ("lab2", "d"): 4, ("lab2", "e"): 6,
-            ("lab3", "a"): 10, ("lab3", "d"): 3, ("lab3", "f"): 0}
-    for part, p in code.items():
-        assert points.get(part) == p, part
+    assignment = {"lab1": {"a": 4, "b": 3, "c": 6, "d": 5, "e": 6, "f": 6},
+                  "lab2": {"a": 2, "b": 8, "c": 6, "d": 6, "e": 8},
+                  "lab3": {"a": 10, "b": 4, "c": 6, "d": 5, "e": 5, "f": 0}}   # (d), (e): the bonus
+    got = {lab: {part: points.get((lab, part), 0) for part in parts} for lab, parts in assignment.items()}
+    assert got == assignment
+    assert [sum(parts.values()) for parts in got.values()] == [30, 30, 30]
 
 
 @pytest.mark.parametrize("path", [p for p in LABS if p.stem in PLANTED], ids=lambda p: p.stem)
@@ -189,3 +189,17 @@ def test_a_blank_handout_runs_to_its_first_exercise_and_every_check_fails(path, 
     assert checks
     for cell in checks:
         assert errors(cell) and "not written yet" in errors(cell)[0].evalue, (path.name, cell.source[:60])
+
+
+def test_the_concepts_handout_has_ten_answer_cells_of_two_points_graded_by_hand(grade, tmp_path):
+    nb = nbformat.read(REPO / "student" / "concepts.ipynb", as_version=4)
+    answers = [c for c in nb.cells if _meta(c).get("solution")]
+    assert [_meta(c)["grade_id"] for c in answers] == [f"concept_{i}" for i in range(1, 11)]
+    assert all(_meta(c)["points"] == 2 and c.source == "YOUR ANSWER HERE" for c in answers)
+    answers[5].source = "**True.** Group Lasso zeroes whole groups."
+    graded, labs = _graded(grade, tmp_path, {"eve_concepts.ipynb": nb})
+    assert graded["eve_concepts.ipynb"].lab == "concepts" and not graded["eve_concepts.ipynb"].checks
+    out = tmp_path / "g.answers.md"
+    grade.write_answers(out, list(graded.values()), labs)
+    text = out.read_text()
+    assert "### concept_6 (2 points)" in text and "Group Lasso zeroes whole groups." in text

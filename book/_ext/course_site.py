@@ -9,6 +9,7 @@ notebook as Sphinx reads it (the ``source-read`` event); the files in labs/ are 
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +23,13 @@ def _make_student():
     return module
 
 
+ANSWER = re.compile(r"^:::\{admonition\} Answer\n.*?^:::\n", re.M | re.S)
+
+
 def _rewrite(app, docname, source):
+    if docname == "book/concepts" and app.config.labkit_site == "handout":
+        source[0] = ANSWER.sub(":::{note}\nThe answer is on the solutions site once the assignment is over.\n:::\n", source[0])
+        return
     if not docname.startswith("labs/"):
         return
     ms = _make_student()
