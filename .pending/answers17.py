@@ -41,6 +41,10 @@ with its binomial standard error: another sample of as many test images could mo
 that much, and one image is worth 1/n. It is the baseline every pruned model of this lab is
 compared with, on the same images; it is not comparable to the last digit with an accuracy
 measured on another test set, such as all 10 000 CIFAR-10 test images."""))
+if name == "lab2_pruning":   # prose that named the course's target (tests/test_prose.py)
+    for c in nb.cells:
+        if "(0.8 prunes 80 %)" in nb.src(c):
+            c["source"] = nb.src(c).replace("(0.8 prunes 80 %)", "(a fraction, not a percentage: 0.25 prunes a quarter)").splitlines(True)
 for start, (gid, points) in POINTS[name].items():
     i = nb.find(start, start=True)
     # nbgrader: a markdown answer cell is always a grade cell; 0 points where the assignment grades none
