@@ -82,37 +82,116 @@ def part_of(grade_id: str) -> str:
     return f"({found.group(1)})" if found else grade_id
 
 
-# --- grading one submission, in a forked child --------------------------------------------------------
+# --- grading one exercise, in a forked child ------------------------------------------------------------
 
-def _run_exercise(lab: Lab, exercise: str, student_src: str, check_src: str) -> str | None:
-    """Run one exercise's check on the student's code; None if it passed, else the error line."""
-    import io
+# labkit's references (and what they are built from), by the module of the exercise's reference: a
+# student's cell that reads one of these names off a module is refused (`_uses_reference`)
+REFERENCES = {
+    "labkit.sparse_linear": {"gradient", "project_top_k", "l1_subgradient", "soft_threshold", "trimmed_l1_step", "_top_k"},
+    "labkit.prune": {"keep_mask", "global_threshold", "apply_mask", "linear_schedule", "total_sparsity",
+                     "magnitude_threshold", "sparsity", "Mask"},
+    "labkit.quant": {"ste_quantize", "masked_quantize", "symmetric_quantize", "QuantizeSTE", "encode", "quantize",
+                     "_encode", "Quantize"},
+}
+
+
+def _python(src: str) -> str:
+    """A cell's source as plain Python (IPython's own transformer: magics become get_ipython() calls)."""
+    from IPython.core.inputtransformer2 import TransformerManager
+    return TransformerManager().transform_cell(src)
+
+
+class _Shell:
+    """What a cell's magics call in the grader: %time, %timeit and %%capture run their code, others nothing."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def run_line_magic(self, name, line, *args, **kwargs):
+        if name in ("time", "timeit"):
+            exec(compile(_python(line), "<magic>", "exec"), self.ns)
+
+    def run_cell_magic(self, name, line, cell, *args, **kwargs):
+        if name in ("time", "timeit", "capture"):
+            exec(compile(_python(cell), "<magic>", "exec"), self.ns)
+
+    def system(self, *args, **kwargs):
+        pass
+
+
+def _uses_reference(src: str, key: str) -> str | None:
+    """The labkit reference a student's cell reads (``quant.ste_quantize``, ``from labkit.prune import
+    keep_mask``), or None."""
+    import ast
+    from labkit import exercises
+    names = REFERENCES.get(exercises.EXERCISES[key].reference.__module__, set())
+    try:
+        tree = ast.parse(_python(src))
+    except SyntaxError:
+        return None                                    # the run reports it
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in names:
+            return node.attr
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labkit"):
+            for alias in node.names:
+                if alias.name in names:
+                    return alias.name
+    return None
+
+
+def _key_of(check_src: str) -> str | None:
+    found = re.search(r'exercises\.check\("([^"]+)"', check_src)
+    return found.group(1) if found else None
+
+
+def _run_exercise(lab: Lab, exercise: str, student: dict[str, str], check_src: str) -> str | None:
+    """Run one exercise's check on the student's code; None if it passed, else the error line.
+
+    The namespace: the lab's imports, the student's other exercise cells (their helpers; errors
+    ignored), the references of the other exercises (the assignment's names are the course's), the
+    student's cell of this exercise, then the check as the solved notebook has it, with labkit's
+    checker restored whatever the student's cells did to it."""
     import contextlib
+    import io
     import traceback
 
+    from labkit import exercises
+    real_check, registry, entries = exercises.check, exercises.EXERCISES, dict(exercises.EXERCISES)
     ns: dict = {"__name__": "__grading__"}
-    with contextlib.redirect_stdout(io.StringIO()):
+    ns["get_ipython"] = lambda: _Shell(ns)
+    run = lambda src, name: exec(compile(_python(src), name, "exec"), ns)
+    mine = student.get(exercise, "raise NotImplementedError()")
+    key = _key_of(check_src)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         try:
-            exec(compile(lab.imports, "<imports>", "exec"), ns)
-            for other, src in lab.solutions.items():      # the reference for every other exercise
+            run(lab.imports, "<imports>")
+            for other, src in student.items():
                 if other != exercise:
-                    exec(compile(src, f"<reference {other}>", "exec"), ns)
-            exec(compile(student_src, f"<your {exercise}>", "exec"), ns)
-            exec(compile(check_src, "<check>", "exec"), ns)
+                    with contextlib.suppress(BaseException):
+                        run(src, f"<your {other}>")
+            for other, src in lab.solutions.items():
+                if other != exercise:
+                    run(src, f"<reference {other}>")
+            if key and (name := _uses_reference(mine, key)):
+                raise exercises.Mistake(f"{key}: the exercise cell uses labkit's {name}; the exercise is to "
+                                        f"write it yourself")
+            run(mine, f"<your {exercise}>")
+            exercises.check, exercises.EXERCISES = real_check, registry
+            registry.clear()
+            registry.update(entries)
+            ns["exercises"] = exercises
+            run(check_src, "<check>")
         except BaseException as e:                       # noqa: BLE001 - any failure scores 0
             line = traceback.format_exception_only(type(e), e)[-1].strip()
             return line[:400]
     return None
 
 
-def _child(lab: Lab, student: dict[str, str], conn) -> None:
+def _child(lab: Lab, student: dict[str, str], check_id: str, conn) -> None:
     import torch
     torch.set_num_threads(1)
-    results = {}
-    for check_id, (exercise, check_src, _) in lab.checks.items():
-        results[check_id] = _run_exercise(lab, exercise, student.get(exercise, "raise NotImplementedError()"), check_src)
-        conn.send(("one", check_id, results[check_id]))
-    conn.send(("done", None, None))
+    exercise, check_src, _ = lab.checks[check_id]
+    conn.send(_run_exercise(lab, exercise, student, check_src))
     conn.close()
 
 
@@ -143,6 +222,26 @@ def _match(nb, labs: dict[str, Lab]) -> Lab | None:
     return best if ids & known(best) else None
 
 
+def _read(path: Path, labs: dict[str, Lab], root: Path | None):
+    """The Graded record of a submission and what its exercises need: (graded, lab, student cells)."""
+    g = Graded(str(path.relative_to(root)) if root else path.name)
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as e:                              # noqa: BLE001 - reported, not raised
+        g.status = f"not a notebook ({type(e).__name__}: {str(e)[:120]})"
+        return g, None, {}
+    lab = _match(nb, labs)
+    if lab is None:
+        g.status = "no exercise of any lab found (is it a lab notebook?)"
+        return g, None, {}
+    g.lab = lab.name
+    student = {_meta(c)["grade_id"]: c.source for c in nb.cells
+               if c.cell_type == "code" and _meta(c).get("solution") and _meta(c).get("grade_id") in lab.solutions}
+    g.answers = {_meta(c)["grade_id"]: c.source for c in nb.cells
+                 if c.cell_type == "markdown" and _meta(c).get("grade_id") in lab.answers}
+    return g, lab, student
+
+
 def course_labs() -> dict[str, Lab]:
     """What a submission can be: a lab with exercises, or the concepts (answer cells only)."""
     labs = {p.stem: load_lab(p) for p in sorted(LABS.glob("lab*.ipynb"))}
@@ -159,92 +258,90 @@ def warm_up(labs: dict[str, Lab]) -> None:
             exec(compile(lab.imports, f"<{lab.name} imports>", "exec"), {"__name__": "__grading__"})
 
 
-def grade_all(paths: list[Path], labs: dict[str, Lab], *, jobs: int = 2, timeout: float = 60.0,
+def grade_all(paths: list[Path], labs: dict[str, Lab], *, jobs: int = 2, timeout: float = 30.0,
               root: Path | None = None) -> list[Graded]:
-    """Grade every path; at most ``jobs`` submissions at once, each within ``timeout`` seconds."""
+    """Grade every path: each exercise in its own forked process, at most ``jobs`` at once, each
+    within ``timeout`` seconds (a hang costs that part only)."""
     ctx = mp.get_context("fork")
-    todo, running, done = list(paths), [], []
-    while todo or running:
-        while todo and len(running) < jobs:
-            path = todo.pop(0)
-            g = Graded(str(path.relative_to(root)) if root else path.name)
-            try:
-                nb = nbformat.read(path, as_version=4)
-            except Exception as e:                              # noqa: BLE001 - reported, not raised
-                g.status = f"not a notebook ({type(e).__name__}: {str(e)[:120]})"
-                done.append(g)
-                continue
-            lab = _match(nb, labs)
-            if lab is None:
-                g.status = "no exercise of any lab found (is it a lab notebook?)"
-                done.append(g)
-                continue
-            g.lab = lab.name
-            student = {_meta(c)["grade_id"]: c.source for c in nb.cells
-                       if c.cell_type == "code" and _meta(c).get("solution") and _meta(c).get("grade_id") in lab.solutions}
-            g.answers = {_meta(c)["grade_id"]: c.source for c in nb.cells
-                         if c.cell_type == "markdown" and _meta(c).get("grade_id") in lab.answers}
+    done, tasks = [], []
+    for path in paths:
+        g, lab, student = _read(path, labs, root)
+        done.append(g)
+        if lab is not None:
+            tasks += [(g, lab, student, check_id) for check_id in lab.checks]
+    running = []
+    while tasks or running:
+        while tasks and len(running) < jobs:
+            g, lab, student, check_id = tasks.pop(0)
             parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(lab, student, child), daemon=True)
+            proc = ctx.Process(target=_child, args=(lab, student, check_id, child), daemon=True)
             proc.start()
             child.close()
-            running.append((g, lab, proc, parent, time.monotonic()))
-        time.sleep(0.005)
+            running.append((g, lab, check_id, proc, parent, time.monotonic()))
+        time.sleep(0.002)
         for item in list(running):
-            g, lab, proc, conn, start = item
-            finished = False
+            g, lab, check_id, proc, conn, start = item
+            error, finished = None, False
             try:
-                while conn.poll():
-                    kind, check_id, error = conn.recv()
-                    if kind == "done":
-                        finished = True
-                    else:
-                        points = lab.checks[check_id][2]
-                        g.checks[check_id] = _score(points, error)
-                        if error:
-                            g.errors[check_id] = error
+                if conn.poll():
+                    error, finished = conn.recv(), True
             except EOFError:
-                finished = True
+                error, finished = "the grading process died", True
+            if not finished and not proc.is_alive():
+                error, finished = "the grading process died", True
             if not finished and time.monotonic() - start > timeout:
-                proc.kill()
-                g.status = f"timed out after {timeout:g} s (graded what had finished)"
-                finished = True
-            elif finished and len(g.checks) < len(lab.checks):
-                g.status = "the grading process died (graded what had finished)"
+                error, finished = f"timed out after {timeout:g} s", True
+                g.status = "graded; a part timed out"
             if finished:
-                proc.join()
+                proc.join(timeout=1)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
                 conn.close()
-                for check_id in lab.checks:
-                    g.checks.setdefault(check_id, 0.0)
+                g.checks[check_id] = _score(lab.checks[check_id][2], error)
+                if error:
+                    g.errors[check_id] = error
                 running.remove(item)
-                done.append(g)
-    order = {str(p.relative_to(root)) if root else p.name: i for i, p in enumerate(paths)}
-    return sorted(done, key=lambda g: order[g.submission])
+    for g in done:                                      # the lab's order of checks
+        lab = labs.get(g.lab)
+        if lab:
+            g.checks = {c: g.checks[c] for c in lab.checks}
+            g.errors = {c: g.errors[c] for c in lab.checks if c in g.errors}
+    return done
+
+
+BONUS = {"lab3_quantization": {"(d)", "(e)"}}     # the assignment's bonus parts
 
 
 def table(graded: list[Graded], labs: dict[str, Lab]) -> tuple[list[str], list[list]]:
-    """CSV header and rows: one row per submission, the points per part beside the part's maximum."""
+    """CSV header and rows: one row per submission; per part, the points of its checks out of their
+    maximum, then the part's points graded by hand (its written answers), e.g. ``3/4 +2 by hand``."""
     parts = []
     for lab in labs.values():
-        for check_id in lab.checks:
-            key = (lab.name, part_of(check_id))
-            if key not in parts:
+        for grade_id in list(lab.checks) + list(lab.answers):
+            key = (lab.name, part_of(grade_id))
+            if key not in parts and (grade_id in lab.checks or lab.answers[grade_id] > 0):
                 parts.append(key)
-    header = ["submission", "lab", "status"] + [f"{lab} {part}" for lab, part in parts] + ["total", "max", "to grade by hand"]
+    label = lambda lab, part: f"{lab} {part}" + (" bonus" if part in BONUS.get(lab, ()) else "")
+    header = (["submission", "lab", "status"] + [label(lab, part) for lab, part in parts] +
+              ["total (checks)", "max (checks)", "by hand"])
     rows = []
     for g in graded:
         lab = labs.get(g.lab)
-        per = {}
-        if lab:
-            for check_id, (_, _, pts) in lab.checks.items():
-                got, mx = per.get(part_of(check_id), (0.0, 0.0))
-                per[part_of(check_id)] = (got + g.checks.get(check_id, 0.0), mx + pts)
-        cells = [f"{per[p][0]:g}/{per[p][1]:g}" if lab and name == lab.name and p in per else ""
-                 for name, p in parts]
+        cells = []
+        for name, part in parts:
+            if not lab or name != lab.name:
+                cells.append("")
+                continue
+            mine = [c for c in lab.checks if part_of(c) == part]
+            hand = sum(p for a, p in lab.answers.items() if part_of(a) == part)
+            text = (f"{sum(g.checks.get(c, 0.0) for c in mine):g}/{sum(lab.checks[c][2] for c in mine):g}"
+                    if mine else "")
+            cells.append((text + (f" +{hand:g} by hand" if hand else "")).strip())
         total = sum(g.checks.values())
-        by_hand = sum(p for p in lab.answers.values()) if lab else 0
+        by_hand = sum(lab.answers.values()) if lab else 0
         rows.append([g.submission, g.lab, g.status] + cells +
-                    [f"{total:g}", f"{lab.points:g}" if lab else "0", f"{by_hand:g} points" if by_hand else ""])
+                    [f"{total:g}", f"{lab.points:g}" if lab else "0", f"{by_hand:g}" if by_hand else ""])
     return header, rows
 
 
@@ -261,18 +358,25 @@ def write_answers(path: Path, graded: list[Graded], labs: dict[str, Lab]) -> Non
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+def submissions(folder: Path) -> list[Path]:
+    """The notebooks of a submissions folder: every ``*.ipynb`` below it, none in a hidden folder
+    (``.ipynb_checkpoints``); nbgrader's other files (``timestamp.txt``) are not submissions."""
+    return sorted(p for p in folder.rglob("*.ipynb")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("submissions", type=Path)
     parser.add_argument("--out", type=Path, default=Path("grades.csv"))
     parser.add_argument("--jobs", type=int, default=max(1, min(mp.cpu_count(), 8)))
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per notebook")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per exercise")
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder of submitted notebooks")
     labs = course_labs()
     warm_up(labs)
-    paths = sorted(p for p in args.submissions.rglob("*") if p.is_file() and not p.name.startswith("."))
+    paths = submissions(args.submissions)
     start = time.monotonic()
     graded = grade_all(paths, labs, jobs=args.jobs, timeout=args.timeout, root=args.submissions)
     header, rows = table(graded, labs)
@@ -281,7 +385,8 @@ def main(argv=None) -> int:
     answers = args.out.with_suffix(".answers.md")
     write_answers(answers, graded, labs)
     for g, row in zip(graded, rows):
-        print(f"{g.submission}: {row[-3]}/{row[-2]} points" + (f" ({g.status})" if g.status != "graded" else "")
+        print(f"{g.submission}: {row[-3]}/{row[-2]} points from the checks" + (f", {row[-1]} by hand" if row[-1] else "")
+              + (f" ({g.status})" if g.status != "graded" else "")
               + "".join(f"\n    {part_of(c)} {e}" for c, e in g.errors.items()))
     print(f"{len(graded)} submissions graded in {time.monotonic() - start:.1f} s with {args.jobs} processes: "
           f"{args.out} (points per part), {answers} (written answers to grade by hand)")

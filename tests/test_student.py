@@ -146,8 +146,10 @@ def test_a_broken_or_foreign_file_gets_a_line_and_grading_goes_on(grade, tmp_pat
     got = {g.submission: g for g in grade.grade_all(paths, labs, jobs=2, timeout=8, root=tmp_path / "subs")}
     assert got["a.ipynb"].status.startswith("not a notebook")
     assert got["b.ipynb"].status.startswith("no exercise of any lab")
-    assert got["c.ipynb"].status.startswith("timed out after 8 s")
-    assert got["c.ipynb"].checks["lab2_b_check"] == 6 and got["c.ipynb"].checks["lab2_d_check"] == 0
+    assert got["c.ipynb"].status == "graded; a part timed out"            # the hang costs (d) only
+    assert got["c.ipynb"].checks == {"lab2_b_check": 6, "lab2_c_sparsity_check": 2, "lab2_c_mask_check": 2,
+                                     "lab2_d_check": 0, "lab2_e_check": 6}
+    assert got["c.ipynb"].errors["lab2_d_check"] == "timed out after 8 s"
     assert sum(got["d.ipynb"].checks.values()) == labs[LABS[1].stem].points
     header, rows = grade.table(list(got.values()), labs)
     assert header[:3] == ["submission", "lab", "status"] and len(rows) == 4
@@ -203,3 +205,28 @@ def test_the_concepts_handout_has_ten_answer_cells_of_two_points_graded_by_hand(
     grade.write_answers(out, list(graded.values()), labs)
     text = out.read_text()
     assert "### concept_6 (2 points)" in text and "Group Lasso zeroes whole groups." in text
+
+
+def test_calling_labkits_reference_or_disabling_the_check_scores_nothing(grade, tmp_path):
+    subs = {
+        "ref.ipynb": _planted(LABS[0], "    return 2.0 * X.T @ (X @ W - y)", "    return sl.gradient(W, X, y)"),
+        "imp.ipynb": _planted(LABS[1], "    a = w.detach().abs().double()\n    return a > torch.quantile(a.flatten(), q)",
+                              "    from labkit.prune import keep_mask as k\n    return k(w, q)"),
+        "off.ipynb": _planted(LABS[1], "    return target * e / steps",
+                              "    return 0.0\nclass _E:\n    check = staticmethod(lambda *a, **k: None)\nexercises = _E\n"
+                              "import labkit.exercises as _x\n_x.check = _E.check"),
+        "magic.ipynb": _planted(LABS[1], "    return target * e / steps", "    return target * e / steps\n%time x = 1"),
+    }
+    graded, _ = _graded(grade, tmp_path, subs)
+    assert graded["ref.ipynb"].checks["lab1_b_check"] == 0
+    assert "uses labkit's gradient" in graded["ref.ipynb"].errors["lab1_b_check"]
+    assert graded["imp.ipynb"].checks["lab2_b_check"] == 0 and "uses labkit's keep_mask" in graded["imp.ipynb"].errors["lab2_b_check"]
+    assert graded["off.ipynb"].checks["lab2_d_check"] == 0 and graded["off.ipynb"].checks["lab2_b_check"] == 6
+    assert graded["magic.ipynb"].checks["lab2_d_check"] == 4
+
+
+def test_only_notebooks_outside_hidden_folders_are_submissions(grade, tmp_path):
+    (tmp_path / "alice" / ".ipynb_checkpoints").mkdir(parents=True)
+    for p in ("alice/lab2_pruning.ipynb", "alice/.ipynb_checkpoints/lab2_pruning-checkpoint.ipynb", "alice/timestamp.txt"):
+        (tmp_path / p).write_text("{}")
+    assert [p.relative_to(tmp_path).as_posix() for p in grade.submissions(tmp_path)] == ["alice/lab2_pruning.ipynb"]
