@@ -101,6 +101,31 @@ def _short(x) -> str:
     return text + more
 
 
+def _where(got, expected) -> str:
+    """How many entries differ and the first of them, when the two have one shape."""
+    if isinstance(got, tuple) and isinstance(expected, tuple):
+        if _same(got[0], expected[0], exact=False):
+            return " (the values agree; the gradient differs)"
+        got, expected = got[0], expected[0]
+    try:
+        a, b = _array(got), _array(expected)
+    except (TypeError, ValueError):
+        return ""
+    if a.shape != b.shape:
+        return f" (shape {a.shape}, the reference's {b.shape})"
+    if a.size < 2 or a.dtype == object:
+        return ""
+    try:
+        differ = np.argwhere(~np.isclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-5, atol=1e-7))
+    except (TypeError, ValueError):
+        return ""
+    if len(differ) == 0:
+        return ""
+    first = tuple(int(i) for i in differ[0])
+    return (f" ({len(differ)} of {a.size} entries differ, the first at index {first if len(first) > 1 else first[0]}: "
+            f"{a[first].item():.6g} instead of {b[first].item():.6g})")
+
+
 def _unchanged(before, after) -> bool:
     for x, y in zip(before, after):
         if isinstance(x, (torch.Tensor, np.ndarray)):
@@ -152,8 +177,8 @@ def check(key: str, fn, *, hidden: bool = False) -> None:
                 continue
             if not _same(theirs, expected, ex.exact) and _same(got, theirs, ex.exact):
                 raise Mistake(f"{key} {ex.name} {message} (input: {case.what})")
-        raise Mistake(f"{key} {ex.name} differs from labkit's reference on {case.what}: expected "
-                      f"{_short(expected)}, got {_short(got)}")
+        raise Mistake(f"{key} {ex.name} differs from labkit's reference on {case.what}{_where(got, expected)}: "
+                      f"expected {_short(expected)}, got {_short(got)}")
     if not hidden:                          # the hidden inputs stay unseen, also when they pass
         print(f"{key} {ex.name}: passed ({len(cases)} inputs: {'; '.join(c.what for c in cases)})")
 
@@ -293,6 +318,19 @@ def _minmax(w, bits, n_of=lambda b: 2 ** b - 1, rounding=torch.round, codes=Fals
     return k if codes else alpha * (k / n) + lo
 
 
+def _round_through(w, bits):
+    """The quantizer computed with autograd through round (no straight-through estimator)."""
+    if bits is None:
+        return w
+    if bits == 0:
+        return w * 0
+    lo, hi = w.min(), w.max()
+    alpha, n = hi - lo, 2 ** bits - 1
+    if alpha == 0:
+        return w * 1
+    return alpha * (torch.round((w - lo) / alpha * n) / n) + lo
+
+
 def _symmetric(w, bits, m_of=lambda b: 2 ** (b - 1) - 1, signed=False):
     w = w.detach()
     m = m_of(bits)
@@ -344,8 +382,9 @@ EXERCISES = {ex.key: ex for ex in [
                lambda v, k: _top(v, k, lambda v: np.argsort(np.abs(v), kind="stable"))),
               ("keeps one element too many", lambda v, k: _top(v, k + 1, lambda v: np.argsort(-np.abs(v), kind="stable"))),
               ("keeps one element too few", lambda v, k: _top(v, k - 1, lambda v: np.argsort(-np.abs(v), kind="stable"))),
-              ("breaks a tie of |v| towards the higher index; the lab keeps the lower one (a stable sort), so "
-               "that every run is the same", _tie_high))),
+              ("breaks a tie of |v| towards the higher index; rank by -|v| with a stable sort "
+               "(np.argsort(-np.abs(v), kind=\"stable\")), so that the lower index wins and every run is the same",
+               _tie_high))),
     Exercise("lab1 (d)", "l1_subgradient", sl.l1_subgradient,
              (Case((np.array([0.0, 3.0, -2.0, 0.0, 0.5]), 0.2), "W with zeros, lam = 0.2"),
               Case((np.array([1.0, -1.0, 0.0]), 0.0), "lam = 0")),
@@ -353,6 +392,8 @@ EXERCISES = {ex.key: ex for ex in [
               Case((np.zeros(4), 0.3), "W = 0")),
              (("is not 0 at w = 0: the lab takes sign(0) = 0 (any value in [-lam, lam] is a subgradient there)",
                lambda W, lam: lam * np.where(np.asarray(W) >= 0, 1.0, -1.0)),
+              ("is not 0 at w = 0: the lab takes sign(0) = 0 (any value in [-lam, lam] is a subgradient there)",
+               lambda W, lam: lam * np.where(np.asarray(W) > 0, 1.0, -1.0)),
               ("forgets lam: the subgradient of lam ||W||_1 is lam sign(W)", lambda W, lam: np.sign(W)),
               ("returns the penalty lam |W|, not its subgradient", lambda W, lam: lam * np.abs(W)))),
     Exercise("lab1 (e)", "soft_threshold", sl.soft_threshold,
@@ -385,7 +426,9 @@ EXERCISES = {ex.key: ex for ex in [
               Case((_w200, 1.0), "q = 1 (everything goes)")),
              (Case((_w200 * 3 - 0.5, 0.3), "200 shifted weights, q = 0.3"),
               Case((torch.tensor([0.5, -0.5, 0.5, 0.25]), 0.5), "ties of opposite sign")),
-             (("keeps the weights equal to the threshold: every |w| <= threshold is pruned, ties included "
+             (("prunes nothing at q = 0: the rule prunes every |w| <= the q-quantile, and at q = 0 that is the "
+               "smallest |w|", lambda w, q: torch.ones(w.shape, dtype=torch.bool) if q == 0 else prune.keep_mask(w, q)),
+              ("keeps the weights equal to the threshold: every |w| <= threshold is pruned, ties included "
                "(keep |w| > threshold)", lambda w, q: w.abs().double() >= torch.quantile(w.abs().double().flatten(), q)),
               ("takes q for a percentage: q is a fraction (0.8 prunes 80 % of the weights)",
                lambda w, q: w.abs().double() > torch.quantile(w.abs().double().flatten(), q / 100)),
@@ -417,6 +460,8 @@ EXERCISES = {ex.key: ex for ex in [
              (Case((4, 0.5), "4 steps to 0.5"),),
              (("is off by one: step e = 1..steps prunes e / steps of the target, so the last step reaches it",
                lambda e, s, t: t * (e - 1) / s),
+              ("is off by one: step e = 1..steps prunes e / steps of the target, so the last step reaches it",
+               lambda e, s, t: t * (e + 1) / s),
               ("is a percentage; return a fraction (0.8 for 80 %)", lambda e, s, t: 100 * t * e / s),
               ("is Zhu & Gupta's cubic schedule; this lab's is linear, target * e / steps",
                lambda e, s, t: t * (1 - (1 - e / s) ** 3))),
@@ -437,6 +482,8 @@ EXERCISES = {ex.key: ex for ex in [
               Case((_wq, 0), "0 bits: all zeros"), Case((_wq, None), "bits None: the float weights")),
              (Case((_wq * 5 + 1, 3), "shifted weights, 3 bits"), Case((_wq_conv, 8), "8 bits")),
              _ste_mistakes(quant.ste_quantize) + (
+              ("has no straight-through gradient: autograd through round gives zero, only min and max get one; "
+               "compute the levels from w.detach() and return StraightThrough.apply(w, levels)", _round_through),
               ("uses 2^b steps; 2^b levels from min to max are 2^b - 1 steps (n = 2^b - 1)",
                lambda w, b: w + (_minmax(w, b, n_of=lambda b: 2 ** b) - w).detach()),
               ("rounds down (floor); each weight goes to the nearest level (round)",

@@ -42,6 +42,7 @@ import copy
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -159,9 +160,21 @@ def total_sparsity(weights) -> float:
     return sum(int((w == 0).sum()) for w in weights) / n
 
 
+def _one_number(value, what: str) -> float:
+    """A student's one-number result (a float, a 0-d or one-element tensor or array) as a float."""
+    if (isinstance(value, torch.Tensor) and value.numel() == 1) or \
+            (isinstance(value, (np.ndarray, np.generic)) and value.size == 1):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must return one number (a float or a 0-d tensor), got {value!r:.80}")
+    return float(value)
+
+
 def _student_keep(rule, W: torch.Tensor, q: float, name: str) -> torch.Tensor:
     """The keep mask of a student's ``rule(w, q)``, checked: a bool tensor of the weight's shape."""
     keep = rule(W.clone(), q)
+    if isinstance(keep, np.ndarray) and keep.dtype == bool:
+        keep = torch.from_numpy(keep)                   # a numpy mask is a mask too
     if not isinstance(keep, torch.Tensor) or keep.dtype != torch.bool or tuple(keep.shape) != tuple(W.shape):
         got = (f"{keep.dtype} of shape {tuple(keep.shape)}" if isinstance(keep, torch.Tensor)
                else type(keep).__name__)
@@ -298,9 +311,7 @@ def global_prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, o
     pairs = select(net, layers, what="prune")
     weights = [_float_weight(m) for _, m in pairs]
     _check_finite(pairs, weights)
-    t = fn([W.clone() for W in weights], q)
-    if not isinstance(t, (torch.Tensor, float, int)) or isinstance(t, bool) or (isinstance(t, torch.Tensor) and t.numel() != 1):
-        raise ValueError(f"threshold(weights, q) must return one number (a float or a 0-d tensor), got {t!r:.80}")
+    t = _one_number(fn([W.clone() for W in weights], q), "threshold(weights, q)")
     t = torch.as_tensor(t, dtype=torch.float64 if weights[0].device.type != "mps" else torch.float32)
     applied = {}
     for (name, module), W in zip(pairs, weights):
@@ -464,7 +475,7 @@ class IterativePruning(RecordSparsity):
             return None
         if self.schedule is None:
             return linear_schedule(epoch + 1, self.steps, self.target)
-        q = self.schedule(epoch + 1, self.steps, self.target)
+        q = _one_number(self.schedule(epoch + 1, self.steps, self.target), "schedule(e, steps, target)")
         return checks.fraction(f"schedule({epoch + 1}, {self.steps}, {self.target:g})", q,
                                hint=" (a fraction of the weights, 0.8 prunes 80 %)")
 

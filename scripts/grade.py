@@ -73,6 +73,8 @@ def load_lab(path: Path) -> Lab:
             if current is None:
                 raise ValueError(f"{path.name}: check cell {m['grade_id']!r} comes before any exercise")
             lab.checks[m["grade_id"]] = (current, cell.source, float(m.get("points", 0)))
+    checked = {exercise for exercise, _, _ in lab.checks.values()}
+    lab.solutions = {k: v for k, v in lab.solutions.items() if k in checked}   # a written-code answer is not graded
     return lab
 
 

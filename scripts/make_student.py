@@ -4,7 +4,7 @@ and student/concepts.ipynb, the ten concepts of book/concepts.md with an answer 
     python scripts/make_student.py            # (re)write student/*.ipynb
     python scripts/make_student.py --check    # exit 1 if student/ is not what this writes
 
-The solved notebooks carry nbgrader's cell metadata (book/grading.md): an exercise is a code cell
+The solved notebooks carry nbgrader's cell metadata (book/handouts.md): an exercise is a code cell
 with ``solution: true`` whose solution lies between ``### BEGIN SOLUTION`` and ``### END SOLUTION``;
 its self-check is the next cell, ``grade: true`` with the part's points, whose hidden tests lie between
 ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``; a written answer is a markdown cell with
@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 LABS = REPO / "labs"
 STUDENT = REPO / "student"
 SETUP_ID = "labkit-setup"
+STORED = re.compile(r"^The outputs below come from one real (?:reference )?run.*?(?:\n\n|\Z)", re.M | re.S)
 SOLUTION = re.compile(r"^[ \t]*### (BEGIN|END) SOLUTION[ \t]*\n", re.M)
 HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*\n.*?^[ \t]*### END HIDDEN TESTS[ \t]*(\n|\Z)", re.M | re.S)
 
@@ -51,7 +52,7 @@ def setup_cell() -> nbformat.NotebookNode:
 import importlib.util, os
 if importlib.util.find_spec("labkit") is None:
     %pip install --quiet "labkit @ git+{repository()}"
-QUICK = True   # True: the quick run (minutes, fewer epochs and images); False: the full run of the course
+QUICK = True   # True: the quick run (minutes: fewer epochs and images, iterative pruning in one step); False: the full run
 os.environ["LABKIT_PROFILE"] = "ci" if QUICK else "full"'''
     cell = nbformat.v4.new_code_cell(source)
     cell.id = SETUP_ID
@@ -78,6 +79,10 @@ def student_edition(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNo
     body, _ = exporter.from_notebook_node(copy.deepcopy(nb), resources={"nbgrader": {"notebook": name,
                                                                                     "assignment": name}})
     out = nbformat.reads(body, as_version=4)
+    out.metadata.pop("widgets", None)                 # the solved run's widget state (a rendered plot)
+    for cell in out.cells:                            # the solved edition's words about its stored outputs
+        if cell.cell_type == "markdown":
+            cell.source = STORED.sub("", cell.source).rstrip()
     out.cells.insert(0, setup_cell())
     for cell in out.cells:
         cell.metadata.pop("execution", None)          # the solved run's timestamps

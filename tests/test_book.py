@@ -75,6 +75,9 @@ def test_the_handout_site_shows_the_student_notebooks_and_no_answers(handout_htm
     assert "raise NotImplementedError()" in lab2 and "YOUR ANSWER HERE" in lab2
     assert "return a > torch.quantile(a.flatten(), q)" not in lab2          # no solution
     assert "cell_output docutils container" not in (handout_html / "labs" / "lab2_pruning.html").read_text(encoding="utf-8")   # no output
+    assert not list(handout_html.rglob("_sources/labs/*")), "the handout site copies the solved notebooks"
+    raw = (handout_html / "labs" / "lab2_pruning.html").read_text(encoding="utf-8")
+    assert "colab.research.google.com" not in raw and "mybinder" not in raw and "_sources/labs" not in raw
     concepts = text(handout_html / "book" / "concepts.html")
     assert "is on the solutions site once the assignment is over" in concepts
     assert "orthogonal" in concepts and "They change different things" not in concepts

@@ -608,3 +608,26 @@ def test_zero_gradient_weights_are_those_reading_a_dead_channel():
 def test_record_sparsity_refuses_a_flag_that_is_not_a_bool():
     with pytest.raises(ValueError, match="require_masks must be True or False"):
         RecordSparsity(require_masks="no")
+
+
+def test_a_students_functions_may_return_numpy_or_0d_results():
+    """What passes the self-checks runs in the experiments: a numpy mask, a numpy or 0-d threshold,
+    a 0-d tensor from a schedule."""
+    import numpy as np
+    from labkit import models
+    net, ref = models.resnet20(), models.resnet20()
+    ref.load_state_dict(net.state_dict())
+    prune.prune_by_percentage(net, 0.5, rule=lambda w, q: prune.keep_mask(w, q).numpy())
+    prune.prune_by_percentage(ref, 0.5)
+    assert all(torch.equal(a, b) for a, b in zip(prune.masks(net).values(), prune.masks(ref).values()))
+    g, gref = models.resnet20(), models.resnet20()
+    gref.load_state_dict(g.state_dict())
+    prune.global_prune_by_percentage(g, 0.6, threshold=lambda ws, q: np.float32(prune.global_threshold(ws, q).item()))
+    prune.global_prune_by_percentage(gref, 0.6)
+    assert abs(prune.sparsity(g).total - prune.sparsity(gref).total) < 1e-4
+    step = prune.IterativePruning(0.8, 4, schedule=lambda e, s, t: torch.tensor(t * e / s))
+    assert step.q(0) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="must return one number"):
+        prune.global_prune_by_percentage(models.resnet20(), 0.5, threshold=lambda ws, q: [0.1, 0.2])
+    with pytest.raises(ValueError, match="must return a bool tensor"):
+        prune.prune_by_percentage(models.resnet20(), 0.5, rule=lambda w, q: w.abs())

@@ -68,6 +68,7 @@ def test_a_handout_holds_no_line_of_any_solution_and_no_output(ms, path):
         assert not leaked, f"{path.name}: solution lines in the handout: {leaked}"
         assert "BEGIN SOLUTION" not in cell.source and "HIDDEN TESTS" not in cell.source
         assert not cell.get("outputs")
+    assert "widgets" not in student.metadata           # a widget's rendered state is an output too
     graded = [c for c in student.cells if _meta(c).get("grade")]
     assert all("checksum" in _meta(c) and "points" in _meta(c) for c in graded)
     if any(_meta(c).get("solution") for c in solved.cells if c.cell_type == "code"):
@@ -162,7 +163,8 @@ def test_the_points_are_the_assignments():
         for cell in nbformat.read(path, as_version=4).cells:
             m = _meta(cell)
             if m.get("grade"):
-                part = re.match(r"(lab\d)_([a-z])_", m["grade_id"]).groups()
+                found = re.match(r"(lab\d)_([a-z])_", m["grade_id"])
+                part = found.groups() if found else (m["grade_id"], "")
                 points[part] = points.get(part, 0) + m["points"]
     assignment = {"lab1": {"a": 4, "b": 3, "c": 6, "d": 5, "e": 6, "f": 6},
                   "lab2": {"a": 2, "b": 8, "c": 6, "d": 6, "e": 8},
@@ -173,7 +175,7 @@ def test_the_points_are_the_assignments():
 
 
 @pytest.mark.parametrize("path", [p for p in LABS if p.stem in PLANTED], ids=lambda p: p.stem)
-def test_a_blank_handout_runs_to_its_first_exercise_and_every_check_fails(path, tmp_path, monkeypatch):
+def test_a_blank_handout_runs_to_its_first_exercise_and_every_check_fails(path, tmp_path, monkeypatch, data_root):
     """The cells before the first exercise run without error (the quick profile, the course's data);
     then each blank exercise and its checks: every check fails, saying the exercise is not written."""
     from nbclient import NotebookClient
@@ -182,6 +184,7 @@ def test_a_blank_handout_runs_to_its_first_exercise_and_every_check_fails(path, 
     keep = student.cells[:first] + [c for c in student.cells[first:] if c.cell_type == "code" and _meta(c)]
     nb = nbformat.v4.new_notebook(cells=keep, metadata=student.metadata)
     monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    monkeypatch.setenv("LABKIT_DATA", str(data_root))
     NotebookClient(nb, timeout=300, allow_errors=True, kernel_name="python3",
                    resources={"metadata": {"path": str(REPO / "labs")}}).execute()
     errors = lambda c: [o for o in c.get("outputs", []) if o.output_type == "error"]

@@ -46,10 +46,24 @@ def _rewrite(app, docname, source):
     source[0] = json.dumps(nb)
 
 
+def _handout_config(app, config):
+    """The handout site offers no solved source: no copied sources, no download of the page's
+    notebook, no launch buttons (they open labs/ in the repository); the Handouts page's downloads
+    are the student notebooks."""
+    if config.labkit_site != "handout":
+        return
+    config.html_copy_source = False
+    options = dict(config.html_theme_options or {})
+    options["use_download_button"] = False
+    options["launch_buttons"] = {}
+    config.html_theme_options = options
+
+
 def setup(app):
     site = os.environ.get("LABKIT_SITE", "solutions")
     if site not in SITES:
         raise ValueError(f"LABKIT_SITE={site!r}: the site is one of {SITES}")
     app.add_config_value("labkit_site", site, "env")
+    app.connect("config-inited", _handout_config)
     app.connect("source-read", _rewrite)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
