@@ -31,6 +31,13 @@ if name == "lab2_pruning":
         if "(a fraction, not a percentage: 0.25 prunes a quarter)" in nb.src(c):
             c["source"] = nb.src(c).replace("(a fraction, not a percentage: 0.25 prunes a quarter)",
                                             "(a fraction, not a percentage; q = 0 still prunes the smallest |w|)").splitlines(True)
+if name == "lab2_pruning":
+    for c in nb.cells:
+        src = nb.src(c)
+        if src.startswith("\n**Exercise (d).**") or src.startswith("**Exercise (d).**"):
+            if "QUICK" not in src:
+                c["source"] = (src.rstrip() + "\n\nIn the quick run of a handout (`QUICK = True`) the schedule has a single step,\n"
+                               "so nothing regrows: run with `QUICK = False` to see what (d) and (e) ask about.").splitlines(True)
 if name == "lab4_compression":
     answer("**Concept 3: is pruning alone enough", "lab4_concept3")
     answer("**Concept 2: does unstructured pruning give", "lab4_concept2")
