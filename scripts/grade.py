@@ -255,6 +255,9 @@ def warm_up(labs: dict[str, Lab]) -> None:
     """Import what the labs' import cells import, once, here: every forked child then has it."""
     import contextlib
     import io
+
+    from IPython.core.inputtransformer2 import TransformerManager  # noqa: F401 - used by every child
+    from labkit import exercises  # noqa: F401
     for lab in labs.values():
         with contextlib.redirect_stdout(io.StringIO()):
             exec(compile(lab.imports, f"<{lab.name} imports>", "exec"), {"__name__": "__grading__"})
