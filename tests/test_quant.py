@@ -756,3 +756,30 @@ def test_bits_context_restores_a_schedule_quantizer():
     with quant.bits(net, 2, layers=LAYERS):
         assert quantizer_of(net.conv1).keep is None
     assert state_equal(net.state_dict(), before)
+
+
+def test_a_students_quantizer_runs_in_the_layers_and_is_restored():
+    from labkit import models
+    calls = []
+    def naive(w, bits):
+        calls.append(("naive", bits))
+        return quant.ste_quantize(w, bits)
+    def aware(w, bits, mask):
+        calls.append(("aware", bits))
+        return quant.masked_quantize(w, bits, mask)
+    net = models.resnet20().eval()
+    ref = quant.quantized(net, 3, mask_aware=False)
+    x = torch.rand(2, 3, 32, 32)
+    q = quant.quantized(net, 3, mask_aware=False, fn=naive)
+    assert torch.equal(q(x), ref(x)) and calls and set(calls) == {("naive", 3)}
+    calls.clear()
+    quant.set_bits(net, 2, fn=aware)
+    net(x)
+    assert set(calls) == {("aware", 2)}
+    with quant.bits(net, 4, mask_aware=False, fn=naive):
+        calls.clear(); net(x)
+        assert set(calls) == {("naive", 4)}
+    calls.clear(); net(x)
+    assert set(calls) == {("aware", 2)}                   # the block's quantizer, fn included, restored
+    with pytest.raises(ValueError, match="fn must be a function"):
+        quant.set_bits(net, 2, fn=3)

@@ -394,3 +394,28 @@ def test_trimmed_answers_against_projected_gd():
         sl.trimmed_answers(runs, lams, proj, 201)                          # beyond the runs' 200 steps
     short = sl.trimmed_answers([sl.optimize("trimmed_l1", lam=1.0, k=2, steps=5)], [1.0], proj, 5)
     assert short[0] == "No run ends at W*." and len(short) == 2               # no support sentence: not found
+
+
+def test_optimize_runs_a_students_functions_and_labkits_by_default():
+    import numpy as np
+    from labkit import sparse_linear as sl
+    seen = set()
+    def spy(name, f):
+        def g(*a):
+            seen.add(name)
+            return f(*a)
+        return g
+    for method, kw, names in [("gd", {}, {"gradient"}), ("projected", {}, {"gradient", "project"}),
+                              ("l1", {"lam": 0.5}, {"gradient", "subgradient"}),
+                              ("proximal", {"lam": 0.5}, {"gradient", "threshold"}),
+                              ("trimmed_l1", {"lam": 1.0}, {"gradient", "trimmed_step"})]:
+        seen.clear()
+        ours = sl.optimize(method, steps=20, gradient=spy("gradient", sl.gradient), project=spy("project", sl.project_top_k),
+                           subgradient=spy("subgradient", sl.l1_subgradient), threshold=spy("threshold", sl.soft_threshold),
+                           trimmed_step=spy("trimmed_step", sl.trimmed_l1_step), **kw)
+        assert seen == names, method
+        assert all(np.array_equal(a, b) for a, b in zip(ours, sl.optimize(method, steps=20, **kw)))
+    wrong = sl.optimize("gd", steps=5, gradient=lambda W, X, y: X.T @ (X @ W - y))
+    assert not np.array_equal(wrong[1], sl.optimize("gd", steps=5)[1])    # the student's gradient is the one used
+    with pytest.raises(ValueError, match=r"gradient\(W, X, y\) must return an array of shape \(5,\)"):
+        sl.optimize("gd", steps=2, gradient=lambda W, X, y: np.zeros(3))

@@ -6,6 +6,7 @@ The solutions site (the default) shows every solved cell without nbgrader's mark
 (scripts/make_student.py): exercises blank, answer cells empty, no outputs. Both rewrite the
 notebook as Sphinx reads it (the ``source-read`` event); the files in labs/ are never changed.
 """
+import functools
 import importlib.util
 import json
 import os
@@ -16,6 +17,7 @@ REPO = Path(__file__).resolve().parents[2]
 SITES = ("solutions", "handout")
 
 
+@functools.lru_cache(maxsize=None)
 def _make_student():
     spec = importlib.util.spec_from_file_location("make_student", REPO / "scripts" / "make_student.py")
     module = importlib.util.module_from_spec(spec)
