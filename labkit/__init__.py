@@ -34,8 +34,10 @@ Layer 5:
     checkpoints    saving and loading a pruned and/or quantized model (one loader)
     compress       Lab 4 (a): the Deep Compression file format (CSR, codebooks, Huffman)
     report         a run's header, seeds tables, results for the book's results page
+    inference      Lab 4 (d): int8 inference on ONNX Runtime (export, static quantization, Engine), bf16
 Layer 6:
     footprint      Lab 4 (a): bytes on disk per compression stage
+    sensitivity    Lab 2 (f), Lab 3 (g): one-layer-at-a-time scans, sparsity and bits per layer
 
 Naming: a table of one result is its ``.table()`` method (``History.table``, ``Sparsity.table``);
 a table comparing several is the module's ``<what>_table(...)`` function.
@@ -48,6 +50,6 @@ LAYERS = (
     ("data", "models"),
     ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
-    ("checkpoints", "compress", "report", "exercises"),
-    ("footprint",),
+    ("checkpoints", "compress", "report", "exercises", "inference"),
+    ("footprint", "sensitivity"),
 )

@@ -45,6 +45,9 @@ class Course:
     sym_qat_bits: tuple[int, ...] = (4, 2)        # Lab 3 (f): symmetric fine-tuning (some of qat_bits)
     bits: int = 4                           # Lab 3 (e) and Lab 4 (a): the width of the compressed model
     lab4_other_sparsities: tuple[float, ...] = (0.5, 0.9, 0.95)   # Lab 4 (b), besides the target
+    scan_sparsities: tuple[float, ...] = (0.3, 0.5, 0.7, 0.8, 0.9, 0.95)   # Lab 2 (f): the sensitivity scan
+    mixed_bits: tuple[int, ...] = (2, 3, 4)       # Lab 3 (g): the widths a layer may get
+    budget_bits: int = 3                          # Lab 3 (g): the byte budget is the uniform model's at this width
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -71,6 +74,17 @@ class Course:
                 raise ValueError(f"{self.name}: {what} (a later part compares with the earlier one's run at "
                                  f"each width), got {small} and {big}")
         set_("ptq_bits", ptq), set_("qat_bits", qat), set_("sym_qat_bits", sym)
+        scan = tuple(fraction("scan_sparsities", q, closed=False) for q in self.scan_sparsities)
+        if not scan or list(scan) != sorted(set(scan)) or scan[-1] <= self.target:
+            raise ValueError(f"{self.name}: scan_sparsities must be increasing fractions in (0, 1) reaching beyond "
+                             f"the target {self.target:g} (Lab 2 (f) allocates the target within them), got {self.scan_sparsities!r}")
+        set_("scan_sparsities", scan)
+        mixed = tuple(sorted(_widths("mixed_bits", self.mixed_bits)))
+        budget = integer("budget_bits", self.budget_bits, minimum=1, maximum=16)
+        if len(mixed) < 2 or budget not in mixed:
+            raise ValueError(f"{self.name}: mixed_bits must hold two or more widths, budget_bits ({budget}) among them "
+                             f"(the uniform model at the budget is one allocation), got {self.mixed_bits!r}")
+        set_("mixed_bits", mixed)
         set_("lab4_other_sparsities", tuple(fraction("lab4_other_sparsities", s, closed=False)
                                             for s in self.lab4_other_sparsities))
 

@@ -25,14 +25,13 @@ stage's parts add up to its file's size.
 """
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import compress, files
-from .layers import parametrizations, remove
+from .layers import baked
 from .tables import table
 
 __all__ = ["STAGES", "PART_LABELS", "torch_save_parts", "stages", "totals", "stage_table", "plot_stages"]
@@ -79,17 +78,6 @@ def torch_save_parts(net: nn.Module, path) -> dict[str, int]:
     return parts
 
 
-def _baked(net: nn.Module) -> nn.Module:
-    """A deep copy of `net` without masks or quantizers, holding its effective weights (float32
-    values: what the CSR stage stores). `net` is not changed (``labkit.layers``: copies are
-    independent)."""
-    plain = copy.deepcopy(net)
-    for module in plain.modules():
-        if parametrizations(module):
-            remove(module, bake=True)
-    return plain
-
-
 def _report_parts(report: compress.SizeReport) -> dict[str, float]:
     """The report's parts (bytes), the CSR entries of float layers moved from "codes" (compress's
     name for every stored entry) to "float values"."""
@@ -105,7 +93,7 @@ def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[st
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     out = {"torch.save": torch_save_parts(net, folder / f"{name}.pt")}
-    out["CSR"] = _report_parts(compress.size_report(_baked(net), index_bits=index_bits, huffman=False))
+    out["CSR"] = _report_parts(compress.size_report(baked(net), index_bits=index_bits, huffman=False))
     out["+ quantization"] = _report_parts(compress.size_report(net, index_bits=index_bits, huffman=False))
     report = compress.save(net, folder / f"{name}.lkc", index_bits=index_bits)
     out["+ Huffman"] = _report_parts(report)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["prunable_layers", "select", "original", "parametrizations", "find", "add", "remove",
+__all__ = ["prunable_layers", "select", "original", "parametrizations", "find", "add", "remove", "baked",
            "evaluating", "FollowsSchedule", "hand_schedule_mask"]
 
 
@@ -153,6 +153,16 @@ def _deepcopy_with_own_class(self, memo):
     memo[id(self)] = replica
     replica.__dict__ = copy.deepcopy(self.__dict__, memo)
     return replica
+
+
+def baked(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` without masks or quantizers, holding its effective weights as plain
+    float Parameters (what its forward pass computes with). ``net`` is not changed."""
+    plain = copy.deepcopy(net)
+    for module in plain.modules():
+        if parametrizations(module):
+            remove(module, bake=True)
+    return plain
 
 
 @contextlib.contextmanager

@@ -54,7 +54,7 @@ from .train import Callback
 
 __all__ = [
     "Mask", "magnitude_threshold", "keep_mask", "global_threshold", "apply_mask", "linear_schedule",
-    "total_sparsity", "prune_by_percentage", "global_prune_by_percentage",
+    "total_sparsity", "prune_by_percentage", "global_prune_by_percentage", "pruned_count", "prune_by_counts",
     "set_mask", "masks", "make_permanent", "Sparsity", "sparsity", "sparsity_table",
     "RecordSparsity", "IterativePruning", "zero_gradient_weights",
 ]
@@ -318,6 +318,40 @@ def global_prune_by_percentage(net: nn.Module, q: float, *, hold: bool = True, o
         keep = W.abs().to(t.dtype) > t.reshape(()).to(W.device)
         applied[name] = _apply(module, keep, hold, optimizer, mask_fn)
     return applied
+
+
+def pruned_count(n: int, q: float) -> int:
+    """How many of n weights the quantile rule prunes at fraction q when no two |w| tie:
+    floor(q (n - 1)) + 1, the weights at or below the interpolated threshold (q = 1: all n)."""
+    q = _check_q(q)
+    n = checks.integer("n", n, minimum=1)
+    return n if q == 1.0 else math.floor(q * (n - 1)) + 1
+
+
+def prune_by_counts(net: nn.Module, counts: dict, *, hold: bool = True, optimizer=None) -> dict[str, torch.Tensor]:
+    """Prune exactly ``counts[name]`` weights of each named layer: the ones of smallest |w|, ties
+    broken by position (the earlier one goes first), so the total is exactly the sum whatever the
+    weights. Lab 2 (f) prunes a per-layer allocation this way (`labkit.sensitivity.allocate_sparsity`).
+
+    counts: {layer name: int in 0..numel}; a layer already masked is ranked on original * mask and
+    its mask is tightened, never loosened (its pruned weights count among the smallest, so a count
+    below what it has pruned already changes nothing there). hold, optimizer: as `prune_by_percentage`.
+    Returns {layer name: bool mask (True = kept)} in the order of ``counts``.
+    Raises ValueError, before changing anything, for unknown layers, counts out of range, NaN weights.
+    """
+    if not isinstance(counts, dict) or not counts:
+        raise ValueError(f"counts must be a non-empty dict {{layer name: weights to prune}}, got {counts!r:.80}")
+    pairs = select(net, list(counts), what="prune")
+    weights = [_float_weight(m) for _, m in pairs]
+    _check_finite(pairs, weights)
+    keeps = []
+    for (name, _), W in zip(pairs, weights):
+        k = checks.integer(f"counts[{name!r}]", counts[name], minimum=0, maximum=W.numel())
+        order = torch.sort(W.abs().flatten(), stable=True).indices      # smallest first, ties by position
+        keep = torch.ones(W.numel(), dtype=torch.bool, device=W.device)
+        keep[order[:k]] = False
+        keeps.append(keep.reshape(W.shape))
+    return {name: _apply(module, keep, hold, optimizer) for (name, module), keep in zip(pairs, keeps)}
 
 
 def masks(net: nn.Module) -> dict[str, torch.Tensor]:

@@ -110,7 +110,7 @@ from .tables import table
 
 __all__ = [
     "MAX_BITS", "ZEROS", "encode", "quantize", "QuantizeSTE", "ste_quantize", "masked_quantize",
-    "symmetric_quantize", "Quantize", "quantizable_layers", "set_bits",
+    "symmetric_quantize", "Quantize", "quantizable_layers", "selected_layers", "set_bits",
     "quantized", "bits", "quantizer_of", "bits_of", "codes", "bits_table",
 ]
 
@@ -431,7 +431,9 @@ def quantizable_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
             if isinstance(m, nn.Conv2d) and name.startswith("stage")]
 
 
-def _resolve(net: nn.Module, layers) -> list[tuple[str, nn.Module]]:
+def selected_layers(net: nn.Module, layers=None) -> list[tuple[str, nn.Module]]:
+    """The (name, module) pairs that ``set_bits(net, ..., layers=layers)`` quantizes: ``layers``
+    (names or pairs) or, when None, `quantizable_layers`."""
     if layers is None:
         layers = quantizable_layers(net)
         if not layers:
@@ -471,7 +473,7 @@ def set_bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_
     symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     bits = _check_bits(bits, symmetric)
     fn = _check_fn(fn)
-    for _, module in _resolve(net, layers):
+    for _, module in selected_layers(net, layers):
         q = quantizer_of(module)
         if bits is None:
             if q is not None:
@@ -490,7 +492,7 @@ def quantized(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask
     ``net`` is not changed. The copy is independent: changing one never changes the other."""
     symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     _check_bits(bits, symmetric)           # bad arguments are refused before copying
-    names = [name for name, _ in _resolve(net, layers)]   # the copy's layers of the same names
+    names = [name for name, _ in selected_layers(net, layers)]   # the copy's layers of the same names
     return set_bits(copy.deepcopy(net), bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero,
                     layers=names, fn=_check_fn(fn))
 
@@ -501,7 +503,7 @@ def bits(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask_awar
     """``with quant.bits(net, 4): ...``: ``net`` quantized as ``set_bits(net, bits, ...)`` inside
     the block; afterwards (also when the block raises) each of those layers has its previous
     quantizer settings again, or no quantizer if it had none. Yields ``net``."""
-    pairs = _resolve(net, layers)
+    pairs = selected_layers(net, layers)
     before = [(module, quantizer_of(module)) for _, module in pairs]
     before = [(module, None if q is None else (q.get_extra_state(), q.fn)) for module, q in before]
     set_bits(net, bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero, layers=pairs, fn=fn)

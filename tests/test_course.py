@@ -40,6 +40,10 @@ def test_current_follows_labkit_course(monkeypatch):
     (dict(target=1.0), "target"),
     (dict(epochs=0), "epochs"),
     (dict(ptq_bits=(4, 4)), "distinct"),
+    (dict(scan_sparsities=(0.3, 0.5, 0.8)), "reaching beyond the target"),   # Lab 2 (f) could not allocate 0.8
+    (dict(scan_sparsities=(0.9, 0.5, 0.95)), "increasing"),
+    (dict(mixed_bits=(2, 4)), "budget_bits"),                   # the uniform model must be one allocation
+    (dict(mixed_bits=(3,)), "two or more"),
 ])
 def test_an_edition_that_breaks_a_dependency_is_refused(changes, match):
     with pytest.raises(ValueError, match=match):
