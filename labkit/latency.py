@@ -37,7 +37,7 @@ from .progress import bar as progress_bar
 from .tables import table
 
 __all__ = ["interleaved", "Latency", "thread_settings", "machine_load", "measure", "Speedup", "speedup",
-           "crossover", "latency_table", "plot_latency"]
+           "crossover", "latency_table", "plot_latency", "plot_models"]
 
 
 def interleaved(candidates: dict[Hashable, Callable[[], float]], rounds: int, *, seed: int = 0,
@@ -330,5 +330,44 @@ def plot_latency(results: dict, *, baseline=None, title=None):
     axes[0][0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_models(results: dict, *, baseline=None, title=None):
+    """Latency of named models (any keys, e.g. "torch fp32", "ORT int8") as horizontal bars: the
+    median, the quartiles as error bars, one panel per batch size and thread count, the speed-up
+    against ``baseline`` (a key) beside each bar. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    if not results:
+        raise ValueError("plot_models: no measurement to show")
+    keys = list(dict.fromkeys(k for k, _, _ in results))
+    batches = sorted({b for _, b, _ in results})
+    threads = sorted({t for _, _, t in results}, key=lambda t: t or 0)
+    fig, axes = plt.subplots(len(batches), len(threads), figsize=(4.8 * len(threads), 0.45 * len(keys) * len(batches) + 1.4),
+                             squeeze=False)
+    for row, b in enumerate(batches):
+        for col, t in enumerate(threads):
+            ax = axes[row][col]
+            shown = [k for k in keys if (k, b, t) in results]
+            lat = [results[(k, b, t)] for k in shown]
+            y = range(len(shown))
+            med = [m.median * 1e3 for m in lat]
+            err = [[(m.median - m.quartiles[0]) * 1e3 for m in lat], [(m.quartiles[1] - m.median) * 1e3 for m in lat]]
+            ax.barh(list(y), med, xerr=err, color=[f"C{keys.index(k) % 10}" for k in shown], capsize=3)
+            ax.set_yticks(list(y))
+            ax.set_yticklabels([_fmt_key(k) for k in shown], fontsize=8)
+            ax.invert_yaxis()
+            if baseline is not None and (baseline, b, t) in results:
+                for i, k in enumerate(shown):
+                    s = speedup(results, k, baseline, b, t)
+                    ax.text(med[i], i, f"  {s.median:.2f}x", va="center", fontsize=7)
+            ax.set_xlabel("ms per batch (median, quartiles)")
+            ax.set_title(f"batch {b}" + ("" if t is None else f", {t} thread{'s' if t > 1 else ''}"), fontsize=9)
+            ax.margins(x=0.25)
+            ax.grid(True, axis="x", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -181,3 +181,16 @@ def test_measure_restores_modes_when_a_model_fails():
         latency.measure({"good": good, "bad": bad}, batch_sizes=(1,), threads=(1,), rounds=1,
                         min_run_time=0.001, image_shape=(3,), progress=False)
     assert good.training and bad.training
+
+
+def test_plot_models_draws_one_bar_per_model_with_its_speed_up():
+    lat = latency.measure({"a": nn.Linear(3, 3), "b": nn.Linear(3, 3)}, batch_sizes=(1, 2), threads=(1,), rounds=1,
+                          min_run_time=0.001, image_shape=(3,), progress=False)
+    fig = latency.plot_models(lat, baseline="a")
+    assert len(fig.axes) == 2
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"] and len(ax.patches) == 2
+    assert ax.texts[0].get_text().strip() == "1.00x"
+    assert ax.patches[1].get_width() == pytest.approx(lat[("b", 1, 1)].median * 1e3)
+    with pytest.raises(ValueError):
+        latency.plot_models({})
