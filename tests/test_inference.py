@@ -156,6 +156,12 @@ def test_goals_are_judged_by_the_median_the_spread_and_the_accuracy():
     assert lines[0].endswith(": met") and "3x" in lines[0]
     assert "within the spread" in lines[1]
     assert lines[2].endswith(": not met") and "0.60 points below" in lines[2]
+    timings[("ORT int8", 256, 1)] = timed([12, 13, 12, 13])              # 2.5x: short of 3x
+    timings[("ORT int8", 1, 1)] = timed([2.0, 2.1, 2.0, 2.2])            # slower beyond the spread
+    lines = inference.goals(timings, {"ORT int8": 0.912, "torch fp32": 0.916}, batch_sizes=(1, 256), threads=1)
+    assert lines[0].endswith(": not met") and "2.5" in lines[0]
+    assert lines[1].endswith(": not met") and "spread" not in lines[1]
+    assert lines[2].endswith(": met")                                      # 0.40 points below
 
 
 def test_int8_instructions_are_named():
