@@ -188,7 +188,8 @@ def goals(timings: dict, accuracy: dict, *, batch_sizes, threads, int8: str = "O
                      + ("met" if t.faster else "not met (within the spread)" if t.faster is None else "not met"))
     gap = accuracy[baseline] - accuracy[int8]
     lines.append(f"int8 within 0.5 points of {baseline}'s accuracy: {accuracy[int8]:.2%} against "
-                 f"{accuracy[baseline]:.2%} ({gap * 100:.2f} points below): " + ("met" if gap <= 0.005 else "not met"))
+                 f"{accuracy[baseline]:.2%} ({abs(gap) * 100:.2f} points {'below' if gap > 0 else 'above' if gap < 0 else 'apart'}): "
+                 + ("met" if gap <= 0.005 else "not met"))
     return lines
 
 

@@ -161,7 +161,9 @@ def test_goals_are_judged_by_the_median_the_spread_and_the_accuracy():
     lines = inference.goals(timings, {"ORT int8": 0.912, "torch fp32": 0.916}, batch_sizes=(1, 256), threads=1)
     assert lines[0].endswith(": not met") and "2.5" in lines[0]
     assert lines[1].endswith(": not met") and "spread" not in lines[1]
-    assert lines[2].endswith(": met")                                      # 0.40 points below
+    assert lines[2].endswith(": met") and "0.40 points below" in lines[2]
+    line = inference.goals(timings, {"ORT int8": 0.917, "torch fp32": 0.916}, batch_sizes=(1, 256), threads=1)[2]
+    assert line.endswith(": met") and "(0.10 points above)" in line   # above the float model: met, said so
 
 
 def test_int8_instructions_are_named():
