@@ -74,8 +74,9 @@ The backward pass is straight-through for all three: the float weights at the pr
 keep their gradient, so they can regrow in float and be kept by the schedule's next step.
 
 A quantized model without changing the one you have: ``quant.quantized(net, 4)`` is a quantized
-deep copy, and ``with quant.bits(net, 4): ...`` quantizes ``net`` for the block only, its previous
-quantizers (or none) restored afterwards.
+deep copy, ``quant.quantized_widths(net, {name: bits, ...})`` a copy with a width per layer (mixed
+precision, Lab 3 (g)), and ``with quant.bits(net, 4): ...`` quantizes ``net`` for the block only, its
+previous quantizers (or none) restored afterwards.
 
 Precision. The grid (scale, offset, levels) is computed in float32 (float64 for a float64 tensor),
 whatever the weight's dtype: bfloat16 and float16 cannot count to 2^b - 1 exactly for b > 8 (11),
@@ -111,7 +112,7 @@ from .tables import table
 __all__ = [
     "MAX_BITS", "ZEROS", "encode", "quantize", "QuantizeSTE", "ste_quantize", "masked_quantize",
     "symmetric_quantize", "Quantize", "quantizable_layers", "selected_layers", "set_bits",
-    "quantized", "bits", "quantizer_of", "bits_of", "codes", "bits_table",
+    "quantized", "quantized_widths", "bits", "quantizer_of", "bits_of", "codes", "bits_table",
 ]
 
 MAX_BITS = 16
@@ -495,6 +496,30 @@ def quantized(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask
     names = [name for name, _ in selected_layers(net, layers)]   # the copy's layers of the same names
     return set_bits(copy.deepcopy(net), bits, symmetric=symmetric, mask_aware=mask_aware, zero=zero,
                     layers=names, fn=_check_fn(fn))
+
+
+def quantized_widths(net: nn.Module, widths, *, symmetric: bool = False, mask_aware: bool = True,
+                     zero: str = "float", fn=None) -> nn.Module:
+    """A deep copy of ``net`` with each layer of ``widths`` (a mapping layer name -> bits, None:
+    float) quantized to its own width, the same scheme for all (mixed precision, Lab 3 (g));
+    layers not named keep what they had. ``net`` is not changed. Every name and width is checked
+    before anything is copied: an unknown layer or a bad width is a ValueError."""
+    if not isinstance(widths, dict) or not widths:
+        raise ValueError(f"widths must be a non-empty dict of layer name -> bits, got {widths!r}")
+    symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
+    checked = {}
+    for name, b in widths.items():
+        try:
+            checked[name] = _check_bits(b, symmetric)
+        except ValueError as e:
+            raise ValueError(f"widths[{name!r}]: {e}") from None
+    selected_layers(net, list(checked))     # unknown names are refused here, before copying
+    fn = _check_fn(fn)
+    copy_ = copy.deepcopy(net)
+    for b in dict.fromkeys(checked.values()):   # one call per width, in the order first given
+        set_bits(copy_, b, symmetric=symmetric, mask_aware=mask_aware, zero=zero, fn=fn,
+                 layers=[name for name, w in checked.items() if w == b])
+    return copy_
 
 
 @contextlib.contextmanager

@@ -407,6 +407,31 @@ def test_quantized_is_a_copy_and_the_original_stays_float():
         quantized(net, 4, layers=["conv9"])
 
 
+def test_quantized_widths_gives_each_layer_its_own_width_on_a_copy():
+    """Lab 3 (g)'s mixed-precision model: each named layer's weight is the quantizer of its own
+    float weight at its own width (mask-aware on a pruned model, naive when asked); the rest and
+    the original are untouched; bad names or widths are refused before anything is copied."""
+    net = SmallNet()
+    prune.prune_by_percentage(net, 0.5)
+    before = copy.deepcopy(net.state_dict())
+    q = quant.quantized_widths(net, {"conv1": 2, "fc": 5})
+    assert q is not net and [bits_of(getattr(q, n)) for n in LAYERS] == [2, None, 5]
+    assert state_equal(net.state_dict(), before) and [bits_of(getattr(net, n)) for n in LAYERS] == [None] * 3
+    for name, b in (("conv1", 2), ("fc", 5)):
+        w = getattr(net, name).weight.detach()              # the masked float weight
+        assert torch.equal(getattr(q, name).weight, quantize(w, b, mask=w != 0))
+        assert (getattr(q, name).weight[w == 0] == 0).all()  # pruned weights stay pruned
+    assert torch.equal(q.conv2.weight, net.conv2.weight)
+    naive = quant.quantized_widths(net, {"conv1": 3}, mask_aware=False)
+    assert torch.equal(naive.conv1.weight, quantize(net.conv1.weight.detach(), 3))
+    assert not quantizer_of(naive.conv1).mask_aware
+    for widths, match in (({"conv9": 4}, "layer 'conv9' is not a module"), ({"conv1": 17}, r"widths\['conv1'\]"),
+                          ({}, "non-empty dict"), ([("conv1", 4)], "non-empty dict")):
+        with pytest.raises(ValueError, match=match):
+            quant.quantized_widths(net, widths)
+    assert state_equal(net.state_dict(), before)
+
+
 def test_bits_context_restores_the_previous_quantizers():
     net = SmallNet()
     prune.prune_by_percentage(net, 0.5)

@@ -255,9 +255,7 @@ def test_layer_bytes_add_up_to_a_mixed_models_file_and_the_widths_round_trip(tmp
     sizes = sensitivity.layer_bytes(net, [2, 3, 5])
     assert set(sizes) == set(names) and quant.bits_of(net.stage1[0].conv1) is None   # net unchanged
     widths = {name: (2, 3, 5)[i % 3] for i, name in enumerate(names)}
-    mixed = copy.deepcopy(net)
-    for name, b in widths.items():
-        quant.set_bits(mixed, b, layers=[name])
+    mixed = quant.quantized_widths(net, widths)
     report = compress.save(mixed, tmp_path / "mixed.bin", huffman=False)
     by_layer = {layer.name: layer.total / 8 for layer in report.layers}
     assert sum(sizes[n][widths[n]] for n in names) == pytest.approx(sum(by_layer[n] for n in names))
@@ -276,8 +274,7 @@ def test_a_mixed_width_model_round_trips_through_a_checkpoint(tmp_path):
     net = models.resnet20()
     names = [n for n, _ in quant.quantizable_layers(net)]
     widths = {name: (4, 2, 3)[i % 3] for i, name in enumerate(names)}
-    for name, b in widths.items():
-        quant.set_bits(net, b, layers=[name])
+    net = quant.quantized_widths(net, widths)
     checkpoints.save(net, tmp_path / "mixed.pt")
     back = checkpoints.load(tmp_path / "mixed.pt")
     assert {name: quant.bits_of(back.get_submodule(name)) for name in names} == widths
