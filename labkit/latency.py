@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -114,45 +113,18 @@ def thread_settings(device) -> tuple[int | None, ...]:
     return tuple(sorted(counts))
 
 
-def _busy_jiffies(stat_text: str) -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs from the ``cpu`` line of ``/proc/stat``'s text (idle
-    and iowait are not busy; guest time is already inside user time, so it is not added)."""
-    for line in stat_text.splitlines():
-        fields = line.split()
-        if fields and fields[0] == "cpu":
-            ticks = [int(v) for v in fields[1:9]]     # user nice system idle iowait irq softirq steal
-            idle = ticks[3] + ticks[4]
-            return sum(ticks) - idle, sum(ticks)
-    raise ValueError("no 'cpu' line in /proc/stat")
-
-
-def machine_load(seconds: float = 0.5, *, _read=None) -> str:
-    """One line on how busy the machine is *now*: the CPUs that other processes kept busy over the
-    next ``seconds`` (sampled from ``/proc/stat``, this process's own CPU time taken out), against
-    the number of CPUs. Near that number, other processes compete for the cores, and timings with
-    several threads suffer most (their threads wait for each other). Where ``/proc/stat`` is
-    missing (macOS, Windows): the 1-minute load average, which still counts a run that just ended
-    (the notebook's own training, for one); empty where neither is reported."""
-    seconds = number("seconds", seconds, positive=True)
-    cpus = os.cpu_count() or 1
-    read = _read or (lambda: open("/proc/stat").read())
+def machine_load() -> str:
+    """One line on how busy the machine is: the 1-minute load average (processes running or
+    waiting for a CPU) against the number of CPUs. Above that number, other processes compete
+    for the cores, and timings with several threads suffer most (their threads wait for each
+    other). Empty where the system does not report it."""
     try:
-        busy0, total0 = _busy_jiffies(read())
-        own0, wall0 = sum(os.times()[:2]), time.perf_counter()
-        time.sleep(seconds)
-        busy1, total1 = _busy_jiffies(read())
-        own1, wall1 = sum(os.times()[:2]), time.perf_counter()
-    except (OSError, ValueError):
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            return ""
-        verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
-        return f"load average {load:.1f} on {cpus} CPUs ({verdict})"
-    share = (busy1 - busy0) / max(total1 - total0, 1)               # of all CPUs, this process included
-    others = max(share * cpus - (own1 - own0) / (wall1 - wall0), 0.0)  # CPUs busy with other processes
-    verdict = "busy: other processes compete for the CPUs" if others > 0.5 else "mostly idle"
-    return f"other processes kept {others:.1f} of {cpus} CPUs busy over {seconds:g} s ({verdict})"
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    cpus = os.cpu_count() or 1
+    verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
+    return f"load average {load:.1f} on {cpus} CPUs ({verdict})"
 
 
 def measure(models: dict, *, batch_sizes=(1, 256), threads=None, rounds: int = 3,
