@@ -101,6 +101,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import numbers
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -500,12 +501,12 @@ def quantized(net: nn.Module, bits: int | None, *, symmetric: bool = False, mask
 
 def quantized_widths(net: nn.Module, widths, *, symmetric: bool = False, mask_aware: bool = True,
                      zero: str = "float", fn=None) -> nn.Module:
-    """A deep copy of ``net`` with each layer of ``widths`` (a mapping layer name -> bits, None:
+    """A deep copy of ``net`` with each layer of ``widths`` (a mapping layer name -> bits; None:
     float) quantized to its own width, the same scheme for all (mixed precision, Lab 3 (g));
     layers not named keep what they had. ``net`` is not changed. Every name and width is checked
     before anything is copied: an unknown layer or a bad width is a ValueError."""
-    if not isinstance(widths, dict) or not widths:
-        raise ValueError(f"widths must be a non-empty dict of layer name -> bits, got {widths!r}")
+    if not isinstance(widths, Mapping) or not widths:
+        raise ValueError(f"widths must be a non-empty mapping of layer name -> bits, got {widths!r}")
     symmetric, mask_aware, zero = _check_variant(symmetric, mask_aware, zero)
     checked = {}
     for name, b in widths.items():

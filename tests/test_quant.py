@@ -425,8 +425,16 @@ def test_quantized_widths_gives_each_layer_its_own_width_on_a_copy():
     naive = quant.quantized_widths(net, {"conv1": 3}, mask_aware=False)
     assert torch.equal(naive.conv1.weight, quantize(net.conv1.weight.detach(), 3))
     assert not quantizer_of(naive.conv1).mask_aware
+    float_conv2 = net.conv2.weight.detach().clone()                     # masked, float
+    set_bits(net, 4, symmetric=True, layers=["conv2", "fc"])          # a model with quantizers already
+    again = quant.quantized_widths(net, {"conv2": None, "conv1": 3})
+    assert [bits_of(getattr(again, n)) for n in LAYERS] == [3, None, 4]   # None: float; fc not named: kept
+    assert quantizer_of(again.fc).symmetric and bits_of(net.conv2) == 4
+    assert torch.equal(again.conv2.weight, float_conv2) and not torch.equal(net.conv2.weight, float_conv2)
+    set_bits(net, None, layers=["conv2", "fc"])
+    before = copy.deepcopy(net.state_dict())
     for widths, match in (({"conv9": 4}, "layer 'conv9' is not a module"), ({"conv1": 17}, r"widths\['conv1'\]"),
-                          ({}, "non-empty dict"), ([("conv1", 4)], "non-empty dict")):
+                          ({}, "non-empty mapping"), ([("conv1", 4)], "non-empty mapping")):
         with pytest.raises(ValueError, match=match):
             quant.quantized_widths(net, widths)
     assert state_equal(net.state_dict(), before)
