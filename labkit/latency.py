@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import time
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -114,56 +113,18 @@ def thread_settings(device) -> tuple[int | None, ...]:
     return tuple(sorted(counts))
 
 
-def _busy_jiffies(stat_text: str) -> tuple[int, int]:
-    """(busy, total) clock ticks of all CPUs from the ``cpu`` line of ``/proc/stat``'s text (idle
-    and iowait are not busy; guest time is already inside user time, so it is not added)."""
-    for line in stat_text.splitlines():
-        fields = line.split()
-        if fields and fields[0] == "cpu":
-            ticks = [int(v) for v in fields[1:9]]     # user nice system idle iowait irq softirq steal
-            idle = ticks[3] + ticks[4]
-            return sum(ticks) - idle, sum(ticks)
-    raise ValueError("no 'cpu' line in /proc/stat")
-
-
-def _read_proc_stat() -> str:
-    with open("/proc/stat") as f:
-        return f.read()
-
-
-def _own_clock() -> tuple[float, float]:
-    """(this process's CPU seconds, all its threads; wall seconds)."""
-    return time.process_time(), time.perf_counter()
-
-
-def machine_load(seconds: float = 0.5, *, _read=_read_proc_stat, _clock=_own_clock) -> str:
-    """One line on how busy the machine is *now*: the CPUs that other processes kept busy over the
-    next ``seconds`` (sampled from ``/proc/stat``, this process's own CPU time taken out), against
-    the number of CPUs. "Busy" from more than half a CPU on: other processes then compete for the
-    cores, and timings with several threads suffer most (their threads wait for each other). The
-    kernel counts CPU time in ticks of 10 ms, so over the default half second the figure is good to
-    about 0.02 CPU times the number of CPUs. Where ``/proc/stat`` is missing (macOS, Windows): the
-    1-minute load average, which still counts a run that just ended (the notebook's own training,
-    for one); empty where neither is reported. (``_read`` and ``_clock`` are for the tests.)"""
-    seconds = number("seconds", seconds, positive=True)
-    cpus = os.cpu_count() or 1
+def machine_load() -> str:
+    """One line on how busy the machine is: the 1-minute load average (processes running or
+    waiting for a CPU) against the number of CPUs. Above that number, other processes compete
+    for the cores, and timings with several threads suffer most (their threads wait for each
+    other). Empty where the system does not report it."""
     try:
-        busy0, total0 = _busy_jiffies(_read())
-        own0, wall0 = _clock()
-        time.sleep(seconds)
-        busy1, total1 = _busy_jiffies(_read())
-        own1, wall1 = _clock()
-    except (OSError, ValueError):
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):
-            return ""
-        verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
-        return f"load average {load:.1f} on {cpus} CPUs ({verdict})"
-    share = (busy1 - busy0) / max(total1 - total0, 1)                    # of all CPUs, this process included
-    others = max(share * cpus - (own1 - own0) / max(wall1 - wall0, 1e-9), 0.0)   # CPUs other processes kept busy
-    verdict = "busy: other processes compete for the CPUs" if others > 0.5 else "mostly idle"
-    return f"other processes kept {others:.1f} of {cpus} CPUs busy over {seconds:g} s ({verdict})"
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    cpus = os.cpu_count() or 1
+    verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
+    return f"load average {load:.1f} on {cpus} CPUs ({verdict})"
 
 
 def measure(models: dict, *, batch_sizes=(1, 256), threads=None, rounds: int = 3,
