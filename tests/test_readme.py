@@ -1,4 +1,4 @@
-"""The README names the tests that hold labkit's promises: each named test exists."""
+"""The README names the tests that hold labkit's promises: each named test exists; its benchmark figures are the stored runs'."""
 import ast
 import re
 from pathlib import Path
@@ -16,3 +16,35 @@ def test_every_test_the_readme_names_exists():
         if test not in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}:
             missing.append(f"{module}::{test}")
     assert not missing, missing
+
+
+def _section(text: str, start: str, end: str) -> str:
+    return text[text.index(start):text.index(end, text.index(start))]
+
+
+def test_the_readmes_benchmark_figures_are_those_of_the_stored_runs():
+    """The Performance section quotes the stored benchmark outputs: every figure of its table is in
+    benchmarks/results/cpu-2cores.txt, and the int8 paragraph's rounded ratios match the two
+    stored int8 runs (so a re-run benchmark that changes them fails until the README follows)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    results = ROOT / "benchmarks" / "results"
+    train = (results / "cpu-2cores.txt").read_text(encoding="utf-8")
+    table = _section(readme, "| what | measured | goal |", "Read ratios")
+    rows = re.findall(r"(\d+) / (\d+) img/s = \*\*([\d.]+)x\*\*", table)
+    assert len(rows) == 5
+    for a, b, ratio in rows:
+        assert re.search(rf"\b{b} img/s\b.*\b{a} img/s\b.*ratio {ratio}x|\b{b} img/s\b.*\b{a} img/s \({ratio}x", train), (a, b, ratio)
+    [share] = re.findall(r"\*\*([\d.]+) %\*\*", table)
+    assert f"= {share}% of labkit's epoch" in train
+
+    def ratios(name, pattern):
+        return [float(x) for x in re.findall(pattern, (results / name).read_text(encoding="utf-8"))]
+    int8 = _section(readme, "`benchmarks/bench_int8.py` times", "No GPU was")
+    assert "about 4x faster than PyTorch fp32 at batch 256" in int8 and "(about 2x" in int8 and "(about 1.5x" in int8
+    vnni_256 = ratios("int8-cpu-2cores-avx512vnni.txt", r"at least 3x faster than torch fp32 at batch 256: ([\d.]+)x")
+    vnni_own = ratios("int8-cpu-2cores-avx512vnni.txt", r"engine's own fp32 at batch 256: ([\d.]+)x")
+    avx2_256 = ratios("int8-cpu-2cores-avx2.txt", r"at least 3x faster than torch fp32 at batch 256: ([\d.]+)x")
+    avx2_own = ratios("int8-cpu-2cores-avx2.txt", r"engine's own fp32 at batch 256: ([\d.]+)x")
+    assert len(vnni_256) == len(vnni_own) == len(avx2_256) == len(avx2_own) == 2        # 1 and 2 threads
+    assert all(3.75 <= r < 4.25 for r in vnni_256) and all(1.75 <= r < 2.25 for r in vnni_own)
+    assert all(r < 3 for r in avx2_256) and all(1.25 <= r < 1.75 for r in avx2_own)   # "short of 3x"
