@@ -11,8 +11,12 @@ import numbers
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+from scipy.stats import binomtest
+from scipy.stats import t as _t
+
 __all__ = ["binomial_se", "mean_std", "pm", "difference", "verdict", "t_cdf", "t_quantile", "Seeds", "Side",
-           "Comparison", "compare"]
+           "Comparison", "compare", "Paired", "mcnemar", "SeedComparison", "compare_seeds"]
 
 
 def binomial_se(p: float, n: int) -> float:
@@ -60,58 +64,21 @@ def verdict(diff: float, se: float) -> str:
 
 # --------------------------------------------------------------------------- verdict sentences
 
-def _betacf(a: float, b: float, x: float) -> float:
-    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
-    tiny, qab, qap, qam = 1e-300, a + b, a + 1, a - 1
-    c, d = 1.0, 1 - qab * x / qap
-    d = 1 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 300):
-        m2 = 2 * m
-        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
-            d = 1 + num * d
-            d = 1 / (d if abs(d) > tiny else tiny)
-            c = 1 + num / c
-            c = c if abs(c) > tiny else tiny
-            h *= d * c
-        if abs(d * c - 1) < 1e-15:
-            break
-    return h
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularised incomplete beta function I_x(a, b), 0 <= x <= 1."""
-    if x <= 0 or x >= 1:
-        return float(x >= 1)
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):
-        return front * _betacf(a, b, x) / a
-    return 1 - front * _betacf(b, a, 1 - x) / b
-
-
 def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with ``df`` degrees of freedom (any real df > 0; inf: the normal)."""
+    """P(T <= t) for Student's t with ``df`` degrees of freedom (any real df > 0; inf: the normal),
+    by ``scipy.stats.t``."""
     if not df > 0:
         raise ValueError(f"df must be positive, got {df!r}")
-    if math.isinf(df):
-        return 0.5 * math.erfc(-t / math.sqrt(2))
-    tail = 0.5 * _betainc(df / 2, 0.5, df / (df + t * t))
-    return 1 - tail if t > 0 else tail
+    return float(_t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
-    """The t with ``t_cdf(t, df) == p`` (0 < p < 1), by bisection: e.g. 4.303 for p = 0.975, df = 2."""
+    """The t with ``t_cdf(t, df) == p`` (0 < p < 1), by ``scipy.stats.t``: e.g. 4.303 for p = 0.975, df = 2."""
     if not 0 < p < 1:
         raise ValueError(f"p must be in (0, 1), got {p!r}")
-    lo, hi = -1.0, 1.0
-    while t_cdf(lo, df) > p and lo > -1e15:   # bracket the quantile (|t| < 1e15 for p in (0, 1))
-        lo *= 2
-    while t_cdf(hi, df) < p and hi < 1e15:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_cdf(mid, df) < p else (lo, mid)
-    return (lo + hi) / 2
+    if not df > 0:
+        raise ValueError(f"df must be positive, got {df!r}")
+    return float(_t.ppf(p, df))
 
 
 @dataclass(frozen=True)
@@ -234,3 +201,235 @@ def compare(a_name: str, a, b_name: str, b, *, images=None) -> Comparison:
     se = math.sqrt(var)
     return Comparison(sa, sb, sa.mean - sb.mean, se, df, crit * se)
 
+
+
+# --------------------------------------------------------------------------- image by image
+# The verdicts above count one source of noise at a time: the test images (one accuracy each) or
+# the seeds (Welch's t over the seeds' accuracies, the test images held fixed). The course asks
+# whether a model or a method is better, not whether another seed would change this run, so the
+# verdicts below take each model's per-image correctness on the images both were measured on:
+# a shared image that both get right or both get wrong carries no information about the difference.
+
+_Z95 = 1.959963984540054      # the normal's two-sided 95 % value
+
+
+def _correctness(name: str, value, where: str) -> np.ndarray:
+    """``value`` as a float array of 0/1 (bool, or integers/floats that are 0 or 1)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: each side needs a name (a non-empty str), got {name!r}")
+    arr = np.asarray(value)
+    if arr.dtype != bool:
+        if arr.dtype.kind not in "iuf" or not np.isin(arr, (0, 1)).all():
+            raise ValueError(f"{where}: {name!r} must hold per-image correctness (bool, True where the "
+                             f"prediction equals the label), got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError(f"{where}: {name!r} holds no images")
+    return arr.astype(np.float64)
+
+
+def _p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two models, one run each, compared image by image on the same ``n`` test images.
+
+    ``a_only`` images are right for a and wrong for b, ``b_only`` the reverse; the images both get
+    right (or both wrong) say nothing about which is better. If neither model is better, each of
+    the ``a_only + b_only`` disagreements goes either way with probability 1/2: ``p_value`` is that
+    exact two-sided binomial test (McNemar's exact test, ``scipy.stats.binomtest``; Dietterich
+    1998). ``diff`` = acc(a) - acc(b) = (a_only - b_only) / n.
+
+    ``low``, ``high``: 95 % interval of the difference on the population the images were drawn
+    from, the Bonett-Price adjusted Wald interval: with p01 = (a_only + 1) / (n + 2), p10 =
+    (b_only + 1) / (n + 2) and d = p01 - p10, d ± 1.96 sqrt((p01 + p10 - d^2) / (n + 2)). Why this
+    one: the exact test gives a p-value but no interval; the plain Wald interval (no + 1) has zero
+    width when the models never disagree and falls short with few disagreements; the exact
+    interval of the share of disagreements won, scaled by the observed number of disagreements,
+    treats that number as known and falls short when one model wins most of them. The adjusted
+    Wald interval counts both and holds close to 95 % (tests/test_stats_simulation.py).
+    The verdict is the test's (p < 0.05); ``str()`` is the sentence.
+    """
+    a_name: str
+    b_name: str
+    n: int
+    a_acc: float
+    b_acc: float
+    a_only: int
+    b_only: int
+    p_value: float
+    low: float
+    high: float
+
+    @property
+    def diff(self) -> float:
+        return (self.a_only - self.b_only) / self.n
+
+    @property
+    def disagreements(self) -> int:
+        return self.a_only + self.b_only
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.p_value < 0.05
+
+    @property
+    def higher(self) -> str | None:
+        """The name of the higher side, None when they are equal."""
+        return None if self.a_only == self.b_only else (self.a_name if self.diff > 0 else self.b_name)
+
+    def test(self) -> str:
+        """The test and its counts, in words."""
+        return (f"McNemar's exact test on the {self.disagreements} images where they disagree, "
+                f"{self.a_only} for {self.a_name} and {self.b_only} for {self.b_name}: {_p_text(self.p_value)}")
+
+    def __str__(self) -> str:
+        a = f"{self.a_name}, {self.a_acc * 100:.2f} % ({self.n} images)"
+        b = f"{self.b_name}, {self.b_acc * 100:.2f} % (the same images)"
+        if self.disagreements == 0:
+            return (f"{self.a_name} and {self.b_name} are right on exactly the same {self.n} images, "
+                    f"{self.a_acc * 100:.2f} %: no disagreement, so no difference to judge.")
+        interval = f"95 % interval {self.low * 100:.2f} to {self.high * 100:.2f}"
+        if self.diff == 0:
+            return (f"{a}, and {b} score the same ({interval}): within the noise ({self.test()}), "
+                    f"so this run does not tell them apart.")
+        word = "higher" if self.diff > 0 else "lower"
+        head = f"{a}, is {word} than {b}, by {abs(self.diff) * 100:.2f} points ({interval})"
+        if self.beyond_noise:
+            return f"{head}: beyond the noise ({self.test()} < 0.05)."
+        return f"{head}: within the noise ({self.test()} >= 0.05), so this run does not tell them apart."
+
+
+def mcnemar(a_name: str, a_correct, b_name: str, b_correct) -> Paired:
+    """Compare two models, one run each, on the same test images: ``print(stats.mcnemar(...))``.
+
+    ``a_correct``, ``b_correct``: per-image correctness, shape (images,), bool (True where the
+    prediction equals the label), the same images in the same order on both sides. See
+    :class:`Paired` for the test and the interval.
+    """
+    a, b = _correctness(a_name, a_correct, "mcnemar"), _correctness(b_name, b_correct, "mcnemar")
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"mcnemar: pass one run per side, shape (images,), on the same images; got shapes "
+                         f"{a.shape} and {b.shape} (runs over seeds: stats.compare_seeds)")
+    n = a.size
+    a_only, b_only = int((a * (1 - b)).sum()), int((b * (1 - a)).sum())
+    m = a_only + b_only
+    p_value = 1.0 if m == 0 else float(binomtest(a_only, m, 0.5).pvalue)
+    p01, p10 = (a_only + 1) / (n + 2), (b_only + 1) / (n + 2)      # Bonett-Price: one added to each
+    d = p01 - p10
+    half = _Z95 * math.sqrt((p01 + p10 - d * d) / (n + 2))
+    return Paired(a_name, b_name, n, float(a.mean()), float(b.mean()), a_only, b_only, p_value,
+                  max(d - half, -1.0), min(d + half, 1.0))
+
+
+@dataclass(frozen=True)
+class SeedComparison:
+    """Two methods, several seeds each, compared on the same ``images`` test images, counting both
+    sources of noise (Bouthillier et al. 2021): the seeds (another seed trains another model) and
+    the test images (another draw of test images from the same population scores differently).
+
+    With a's per-image correctness X (seeds_a, images), Y likewise for b, ``diff`` = mean(X) -
+    mean(Y), and its variance is the sum of
+      - the images': var_i(mean_s X_si - mean_s Y_si) / images, the spread over images of the
+        per-image difference (this holds the seed-by-image noise too);
+      - each side's seeds': s_r^2 / seeds - MS_res / (seeds images), the variance of the seeds'
+        accuracies r_s over seeds, less the seed-by-image part already counted (MS_res, the
+        residual mean square of the two-way table), and at least 0. A side with one run is a fixed
+        model (e.g. the pretrained one): no seed noise.
+    ``df``: Welch-Satterthwaite degrees of freedom of that sum (images - 1 for the images' part,
+    seeds - 1 for each side's); ``margin`` = Student's t 97.5 % value (``scipy.stats.t``) times
+    ``se``; the 95 % interval is diff ± margin. When no part shows any noise, nothing is called
+    beyond it. ``str()`` is the sentence.
+    """
+    a: Side             # var: the side's seed part of the variance; df: seeds - 1 (inf for one run)
+    b: Side
+    images: int
+    image_var: float    # the images' part of the variance
+    diff: float
+    se: float
+    df: float
+    margin: float
+
+    @property
+    def low(self) -> float:
+        return self.diff - self.margin
+
+    @property
+    def high(self) -> float:
+        return self.diff + self.margin
+
+    @property
+    def noise_known(self) -> bool:
+        return self.se > 0
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.noise_known and abs(self.diff) > self.margin
+
+    @property
+    def higher(self) -> str | None:
+        """The name of the higher side, None when they are equal."""
+        return None if self.diff == 0 else (self.a.name if self.diff > 0 else self.b.name)
+
+    def test(self) -> str:
+        """Which noise the margin counts and its test, in words."""
+        dof = f"{self.df:.1f} degrees of freedom" if self.df < 1000 else "normal approximation"
+        return f"95 %, the seeds' and the test images' noise, {self.images} images shared, Student's t, {dof}"
+
+    def __str__(self) -> str:
+        a, b = self.a, self.b
+        if self.diff == 0:
+            return f"{a.name} and {b.name} score the same, {a.described} and {b.described}, on the same {self.images} images."
+        word = "higher" if self.diff > 0 else "lower"
+        head = f"{a.name}, {a.described}, is {word} than {b.name}, {b.described}, by {abs(self.diff) * 100:.2f} points"
+        if not self.noise_known:
+            return (f"{head}; no seed and no image shows any spread, so the noise cannot be estimated and this "
+                    f"run does not say whether the difference is real.")
+        head += (f" (standard error {self.se * 100:.2f}, 95 % interval {self.low * 100:.2f} "
+                 f"to {self.high * 100:.2f})")
+        if self.beyond_noise:
+            return f"{head}: beyond the noise (more than {self.margin * 100:.2f} points; {self.test()})."
+        return (f"{head}: within the noise (a difference below {self.margin * 100:.2f} points cannot be told "
+                f"from chance; {self.test()}), so this run does not tell them apart.")
+
+
+def _seed_side(name: str, X: np.ndarray) -> Side:
+    """One side of :func:`compare_seeds`: X is (seeds, images) of 0/1."""
+    seeds, images = X.shape
+    acc = X.mean(axis=1)                                      # (seeds,) each seed's accuracy
+    if seeds == 1:
+        return Side(name, float(acc[0]), 0.0, math.inf, f"{acc[0] * 100:.2f} % (one run)")
+    residual = X - acc[:, None] - X.mean(axis=0)[None, :] + X.mean()   # (seeds, images)
+    ms_res = float((residual ** 2).sum()) / ((seeds - 1) * (images - 1))
+    var = max(float(acc.var(ddof=1)) / seeds - ms_res / (seeds * images), 0.0)
+    return Side(name, float(acc.mean()), var, seeds - 1, f"{pm(acc)} ({seeds} seeds)")
+
+
+def compare_seeds(a_name: str, a_correct, b_name: str, b_correct) -> SeedComparison:
+    """Compare two methods run over seeds on the same test images: ``print(stats.compare_seeds(...))``.
+
+    ``a_correct``, ``b_correct``: per-image correctness, shape (seeds, images), bool, one row per
+    seed (the seeds' counts may differ; one row, or shape (images,), is one fixed model), the same
+    images in the same order on both sides. See :class:`SeedComparison` for the variance and the
+    interval; two single runs: :func:`mcnemar`.
+    """
+    X, Y = (_correctness(name, v, "compare_seeds") for name, v in ((a_name, a_correct), (b_name, b_correct)))
+    X, Y = np.atleast_2d(X), np.atleast_2d(Y)
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1]:
+        raise ValueError(f"compare_seeds: pass (seeds, images) per side on the same images; got shapes "
+                         f"{X.shape} and {Y.shape}")
+    if X.shape[0] == 1 and Y.shape[0] == 1:
+        raise ValueError("compare_seeds: both sides are one run; compare them with stats.mcnemar")
+    images = X.shape[1]
+    if images < 2:
+        raise ValueError("compare_seeds: the images' noise needs two images or more")
+    sa, sb = _seed_side(a_name, X), _seed_side(b_name, Y)
+    per_image = X.mean(axis=0) - Y.mean(axis=0)               # (images,) the seeds' mean difference per image
+    image_var = float(per_image.var(ddof=1)) / images
+    parts = [(v, d) for v, d in ((image_var, images - 1), (sa.var, sa.df), (sb.var, sb.df)) if v > 0]
+    var = sum(v for v, _ in parts)
+    df = math.inf if not parts else var ** 2 / sum(v ** 2 / d for v, d in parts)
+    se = math.sqrt(var)
+    crit = float(_t.ppf(0.975, df)) if not math.isinf(df) else _Z95
+    return SeedComparison(sa, sb, images, image_var, float(per_image.mean()), se, df, crit * se)
