@@ -7,7 +7,14 @@ the zero option and, for ``zero="schedule"``, the schedule's mask). A plain
 state dict (a dense model, ``train.SaveBest``'s file) is a checkpoint too.
 
 `save` writes atomically (``labkit.files``): a save that fails (a full disk, Ctrl-C) leaves the
-previous file as it was. It refuses a model whose checkpoint `load` could not restore.
+previous file as it was. It refuses a model whose checkpoint `load` could not restore, and one with
+a non-finite tensor. The file says what it holds (``labkit.files.read_description``: what wrote
+it, profile, course edition, sparsity, bit widths, the data's fingerprint, labkit's version);
+`load_saved` checks that against what the caller expects.
+
+`load` checks the file whole first (every record of the archive against its CRC-32: a flipped bit
+is named, not loaded) and refuses a non-finite tensor by name, and a training checkpoint
+(``train(..., checkpoint=)``'s file: continue it with ``resume=True``).
 
 `load` restores masks, quantizers and weights in that one place. It checks everything first, on a
 copy of the target: a checkpoint that does not fit (missing, unexpected or wrong-shape keys, a
@@ -24,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import files, models, prune, quant
+from . import data as data_, files, models, prune, quant
 from .layers import parametrizations, remove
 
 __all__ = ["save", "load", "load_saved"]
@@ -33,11 +40,16 @@ _MASK_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.0\.mask$"
 _QUANT_KEY = re.compile(r"^(?:(?P<name>.*)\.)?parametrizations\.weight\.\d+\._extra_state$")
 
 
-def save(net: nn.Module, path) -> Path:
+def save(net: nn.Module, path, *, what: str | None = None, data: data_.CIFAR10 | None = None) -> Path:
     """Write ``net.state_dict()`` (weights, masks, quantizer settings) to ``path`` atomically;
     returns the path. Raises ValueError, writing nothing, when `load` could not restore it (it
     is tried on a copy): a parametrization other than labkit's Mask and Quantize on a weight, a
-    mask that is not first, a parametrized tensor other than a weight, a bad quantizer setting."""
+    mask that is not first, a parametrized tensor other than a weight, a bad quantizer setting;
+    or when a tensor holds inf or NaN (named).
+
+    The file records what it holds: ``what`` (e.g. ``"Lab 3 (e)"``), the model's sparsity and bit
+    widths, the run's profile and course edition, labkit's version and, with ``data``, the data's
+    fingerprint (``labkit.data.fingerprint``)."""
     foreign = [f"{name}: {type(p).__name__} (labkit restores prune.Mask, first, and quant.Quantize)"
                for name, m in net.named_modules() for i, p in enumerate(parametrizations(m))
                if not (isinstance(p, quant.Quantize) or (isinstance(p, prune.Mask) and i == 0))]
@@ -49,7 +61,9 @@ def save(net: nn.Module, path) -> Path:
     if problems:
         raise ValueError("checkpoints.save: this model could not be loaded back, so nothing was "
                          "written:\n  " + "\n  ".join(problems))
-    return files.save_torch(state, path)
+    description = files.run_description(kind="model", what=what, **files.state_summary(state),
+                                        fingerprint=None if data is None else data_.fingerprint(data))
+    return files.save_torch(state, path, description=description)
 
 
 def load(source, net: nn.Module | None = None) -> nn.Module:
@@ -73,18 +87,23 @@ def load(source, net: nn.Module | None = None) -> nn.Module:
 
 
 def _read(source) -> Mapping:
+    name = "the checkpoint"
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"no checkpoint at {path.absolute()}")
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:   # truncated, foreign or unpicklable file: torch's many errors
-            raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {e}); it "
-                             f"may be truncated or another kind of file") from e
+        name = str(source)
+        source = files.load_torch(source, what="checkpoint")   # every record checked against its CRC-32
     if not isinstance(source, Mapping):
         raise ValueError(f"a checkpoint is a state dict (a mapping) or a path to one, got "
                          f"{type(source).__name__}")
+    if {"config", "model", "optimizer", "records"} <= set(source):
+        raise ValueError(f"{name} is a training checkpoint (train(..., checkpoint=) writes it: the model with "
+                         f"the optimizer's state and the records), not a model's checkpoint: continue the run "
+                         f"with train(..., checkpoint=path, resume=True), or load its model with "
+                         f"checkpoints.load(torch.load(path, weights_only=True)['model'])")
+    bad = files.non_finite(dict(source))
+    if bad:
+        raise ValueError(f"{name} holds non-finite values (inf or NaN) in {bad[:10]}"
+                         f"{f' and {len(bad) - 10} more' if len(bad) > 10 else ''}; a model that diverged "
+                         f"cannot be restored, nothing was loaded")
     return source
 
 
@@ -161,16 +180,55 @@ def _restore(target: nn.Module, state: Mapping) -> list[str]:
     return problems
 
 
-def load_saved(sources: Mapping) -> dict[str, nn.Module]:
+def load_saved(sources: Mapping, *, data: data_.CIFAR10 | None = None) -> dict[str, nn.Module]:
     """``{label: (path, what saves it)}`` -> ``{label: model}``, each loaded with `load` (on the CPU).
 
     Every path is checked first: when any is missing, FileNotFoundError lists each missing one
     with what saves it (the lab and the cell to run), and nothing is loaded. A model that was not
     trained is never replaced by a stand-in.
+
+    Then every file is checked against what the caller expects, and ValueError lists each one that
+    differs, with what the file holds and what was expected (nothing is returned): a bit width in
+    the file's name (``lab3_d_4bit.pt``: every quantized layer at 4 bits; a float model has none)
+    against the model's widths; the profile and course edition of the run that wrote it (its
+    description, ``labkit.files.read_description``) against this run's (``LABKIT_PROFILE``,
+    ``LABKIT_COURSE``); with ``data``, the fingerprint of the data it was trained on against
+    ``labkit.data.fingerprint(data)``. A file written without a description (an older labkit) is
+    checked by its name only.
     """
     missing = [f"{label}: {Path(path)} (saved by {how})" for label, (path, how) in sources.items()
                if not Path(path).is_file()]
     if missing:
         raise FileNotFoundError("these checkpoints are missing; run what saves them first, in the same "
                                 "profile:\n  " + "\n  ".join(missing))
-    return {label: load(path) for label, (path, _) in sources.items()}
+    now = files.run_description(fingerprint=None if data is None else data_.fingerprint(data))
+    states, problems = {}, []
+    for label, (path, how) in sources.items():
+        states[label] = state = _read(path)
+        held = {**(files.read_description(path) or {}), **files.state_summary(state)}
+        expected = {k: now[k] for k in ("profile", "edition") if held.get(k, now[k]) != now[k]}
+        if now["fingerprint"] is not None and held.get("fingerprint") not in (None, now["fingerprint"]):
+            expected["fingerprint"] = now["fingerprint"]
+        width = re.search(r"(?:^|_)(\d+)bit(?:_|\.|$)", Path(path).name)
+        if width and held["bits"] != [int(width.group(1))]:
+            expected["bits"] = [int(width.group(1))]
+        if expected:
+            problems.append(f"{label}: {path} holds {_described(held)}; expected {_described(expected)} "
+                            f"(saved by {how})")
+    if problems:
+        raise ValueError("these checkpoints are not what this run expects (nothing was loaded); run what saves "
+                         "them again in this run's profile, edition and data:\n  " + "\n  ".join(problems))
+    return {label: load(state) for label, state in states.items()}
+
+
+def _described(d: Mapping) -> str:
+    """A description as words: 'a 3-bit model, 70.0% sparse, profile ci, edition course, ...'."""
+    words = []
+    if "bits" in d:
+        words.append(f"a {'/'.join(map(str, d['bits']))}-bit model" if d["bits"] else "a float model")
+    if "sparsity" in d:
+        words.append(f"{d['sparsity']:.1%} sparse")
+    for key in ("what", "profile", "edition", "fingerprint", "labkit"):
+        if d.get(key) is not None:
+            words.append(f"{key} {d[key][:12] if key == 'fingerprint' else d[key]}")
+    return ", ".join(words)

@@ -25,6 +25,8 @@ stage's parts add up to its file's size.
 """
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -89,14 +91,23 @@ def _report_parts(report: compress.SizeReport) -> dict[str, float]:
 
 def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[str, dict[str, float]]:
     """{stage: {part: bytes}} for every stage of `STAGES`; writes ``folder/<name>.pt`` (torch.save)
-    and ``folder/<name>.lkc`` (`compress.save`). index_bits: bits per relative index."""
+    and ``folder/<name>.lkc`` (`compress.save`). index_bits: bits per relative index.
+
+    The two files are written under their names in a temporary folder inside ``folder`` and then
+    replaced together (`labkit.files.replace_together`): when anything fails, both previous files
+    are left as they were."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    out = {"torch.save": torch_save_parts(net, folder / f"{name}.pt")}
-    out["CSR"] = _report_parts(compress.size_report(baked(net), index_bits=index_bits, huffman=False))
-    out["+ quantization"] = _report_parts(compress.size_report(net, index_bits=index_bits, huffman=False))
-    report = compress.save(net, folder / f"{name}.lkc", index_bits=index_bits)
-    out["+ Huffman"] = _report_parts(report)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder))
+    try:
+        out = {"torch.save": torch_save_parts(net, staging / f"{name}.pt")}
+        out["CSR"] = _report_parts(compress.size_report(baked(net), index_bits=index_bits, huffman=False))
+        out["+ quantization"] = _report_parts(compress.size_report(net, index_bits=index_bits, huffman=False))
+        report = compress.save(net, staging / f"{name}.lkc", index_bits=index_bits)
+        out["+ Huffman"] = _report_parts(report)
+        files.replace_together({staging / f"{name}.{ext}": folder / f"{name}.{ext}" for ext in ("pt", "lkc")})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from labkit import checkpoints, models, prune, quant, structured
-from faults import save_under_size_limit
+from faults import flip_bit, save_under_size_limit
 from labkit.layers import prunable_layers
 from test_prune import LAYERS, SmallNet, batch
 
@@ -181,7 +181,8 @@ def test_a_failed_save_leaves_the_previous_file(tmp_path):
     good = path.read_bytes()
     done = save_under_size_limit(f"checkpoints.save(models.resnet20(), {str(path)!r})", 20_000,   # about 1.1 MB
                                  setup="from labkit import checkpoints, models\n")
-    assert done.returncode == 3 and "failed: RuntimeError" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 3 and f"failed: OSError [Errno 28] no space left to write {path}" in done.stdout, \
+        done.stdout + done.stderr                                   # not torch's inline_container.cc message
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
     assert state_equal(checkpoints.load(path, SmallNet(seed=9)).state_dict(), small.state_dict())
 
@@ -200,3 +201,99 @@ def test_load_saved_refuses_a_missing_model_naming_the_lab_and_loads_nothing(tmp
     assert "Lab 2 best" not in str(err.value)
     loaded = checkpoints.load_saved({"Lab 2 best": sources["Lab 2 best"]})
     assert state_equal(loaded["Lab 2 best"].state_dict(), saved.state_dict())
+
+
+# --- a saved model is finite and whole, and says what it holds (issue 27) ----------------------
+
+def with_inf_running_var() -> nn.Module:
+    net = models.resnet20()
+    net.stage1[0].bn1.running_var[3] = float("inf")      # what a too-large learning rate leaves
+    return net
+
+
+def test_save_refuses_non_finite_tensors_by_name_and_writes_nothing(tmp_path):
+    with pytest.raises(ValueError, match=r"inf or NaN.*stage1\.0\.bn1\.running_var"):
+        checkpoints.save(with_inf_running_var(), tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_refuses_non_finite_tensors_by_name_and_changes_nothing(tmp_path):
+    path = tmp_path / "m.pt"
+    torch.save(with_inf_running_var().state_dict(), path)    # written by another tool
+    target = models.resnet20()
+    before = snapshot(target)
+    with pytest.raises(ValueError, match=r"non-finite.*stage1\.0\.bn1\.running_var"):
+        checkpoints.load(path, target)
+    with pytest.raises(ValueError, match=r"non-finite.*stage1\.0\.bn1\.running_var"):
+        checkpoints.load(with_inf_running_var().state_dict(), target)
+    assert_unchanged(target, before)
+
+
+def test_a_flipped_bit_in_a_tensor_is_named_with_the_file_and_loads_nothing(tmp_path):
+    """One exponent bit of one weight: torch.load reads it without a word; labkit checks the archive's CRC-32s."""
+    path = checkpoints.save(pruned_quantized(), tmp_path / "pq.pt")
+    flip_bit(path, "data/0", byte=3, bit=6)                  # the exponent of the first float32
+    assert torch.load(path, weights_only=True) is not None   # torch itself does not notice
+    target = SmallNet(seed=3)
+    before = snapshot(target)
+    with pytest.raises(ValueError, match=rf"{path}.* is damaged.*CRC-32"):
+        checkpoints.load(path, target)
+    assert_unchanged(target, before)
+    with pytest.raises(ValueError, match=r"is damaged"):
+        checkpoints.load_saved({"m": (path, "a test")})
+
+
+def test_a_truncated_file_is_named_as_such(tmp_path):
+    path = checkpoints.save(pruned_quantized(), tmp_path / "pq.pt")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{path} is not a readable checkpoint.*truncated"):
+        checkpoints.load(path, SmallNet())
+
+
+def test_a_saved_file_says_what_it_holds(tmp_path, monkeypatch):
+    from labkit import files
+    monkeypatch.setenv("LABKIT_PROFILE", "ci")
+    path = checkpoints.save(pruned_quantized(), tmp_path / "pq.pt", what="Lab 3 (e)")
+    d = files.read_description(path)
+    assert d["kind"] == "model" and d["what"] == "Lab 3 (e)" and d["bits"] == [3]
+    assert d["sparsity"] == pytest.approx(0.7, abs=0.01) and d["profile"] == "ci" and d["edition"] == "course"
+    assert d["labkit"] and d["fingerprint"] is None
+    assert state_equal(checkpoints.load(path, SmallNet(seed=4)).state_dict(), pruned_quantized().state_dict())
+
+
+def resnet(bits, sparsity=0.7):
+    net = models.resnet20()
+    prune.global_prune_by_percentage(net, sparsity)
+    quant.set_bits(net, bits)
+    return net
+
+
+def test_load_saved_refuses_a_model_that_is_not_what_its_name_says(tmp_path):
+    """A 3-bit 70 %-sparse model copied over lab3_d_4bit.pt is refused with both descriptions."""
+    path = tmp_path / "lab3_d_4bit.pt"
+    checkpoints.save(resnet(3), tmp_path / "lab3_d_3bit.pt")
+    import shutil
+    shutil.copy(tmp_path / "lab3_d_3bit.pt", path)
+    with pytest.raises(ValueError, match=r"Lab 3 \(d\): .*lab3_d_4bit.pt holds a 3-bit model, 70.0% sparse.*"
+                                         r"expected a 4-bit model"):
+        checkpoints.load_saved({"Lab 3 (d)": (path, "Lab 3, part (d)")})
+    checkpoints.save(resnet(4), path)
+    assert quant.bits_of(checkpoints.load_saved({"d": (path, "Lab 3")})["d"].stage1[0].conv1) == 4
+
+
+def test_load_saved_refuses_a_file_of_another_profile_edition_or_data(tmp_path, monkeypatch):
+    from test_train import toy_data
+    path = tmp_path / "lab2_best_sparse.pt"
+    monkeypatch.setenv("LABKIT_PROFILE", "ci")
+    checkpoints.save(resnet(4), path, data=toy_data(seed=0))
+    sources = {"Lab 2 best": (path, "Lab 2")}
+    checkpoints.load_saved(sources, data=toy_data(seed=0))            # the same run's data: loads
+    with pytest.raises(ValueError, match=r"holds .*fingerprint [0-9a-f]{12}.*expected fingerprint [0-9a-f]{12}"):
+        checkpoints.load_saved(sources, data=toy_data(seed=1))        # same counts, other images
+    monkeypatch.setenv("LABKIT_PROFILE", "full")
+    with pytest.raises(ValueError, match=r"profile ci.*expected profile full"):
+        checkpoints.load_saved(sources)
+    monkeypatch.setenv("LABKIT_PROFILE", "ci")
+    monkeypatch.setenv("LABKIT_COURSE", "2024")
+    with pytest.raises(ValueError, match=r"edition course.*expected edition 2024"):
+        checkpoints.load_saved(sources)

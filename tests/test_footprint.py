@@ -83,7 +83,8 @@ def test_a_failed_torch_save_leaves_the_previous_file(tmp_path):
     assert sum(parts.values()) == len(good) < 200_000
     done = save_under_size_limit(f"footprint.torch_save_parts(models.resnet20(), {str(path)!r})", 200_000,
                                  setup="from labkit import footprint, models\n")   # about 1.1 MB
-    assert done.returncode == 3 and "failed: RuntimeError" in done.stdout, done.stdout + done.stderr
+    assert done.returncode == 3 and f"failed: OSError [Errno 28] no space left to write {path}" in done.stdout, \
+        done.stdout + done.stderr
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 
@@ -176,3 +177,33 @@ def test_torch_save_parts_count_a_schedule_mask_as_masks(tmp_path):
     parts = footprint.torch_save_parts(net, tmp_path / "s.pt")
     assert parts["masks"] == sum(m.weight.numel() for _, m in quant.quantizable_layers(net))
     assert sum(parts.values()) == os.path.getsize(tmp_path / "s.pt")
+
+
+def test_the_two_files_are_replaced_together_or_not_at_all(tmp_path):
+    """Issue 27: a model compress.save refuses (another architecture) after torch.save succeeded
+    left a new .pt beside the previous .lkc; and a size limit between the files' sizes."""
+    footprint.stages(_net(q=0.5, bits=4), tmp_path, "m")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["m.lkc", "m.pt"]
+    other = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 30 * 30, 10))
+    with pytest.raises(ValueError):
+        footprint.stages(other, tmp_path, "m")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    lkc = len(before["m.lkc"])
+    done = save_under_size_limit(f"footprint.stages(models.resnet20(), {str(tmp_path)!r}, 'm')", lkc + 1000,
+                                 setup="from labkit import footprint, models\n")   # the .pt fits no more
+    assert done.returncode == 3 and "no space left" in done.stdout, done.stdout + done.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_the_files_keep_their_permissions_and_links(tmp_path):
+    footprint.stages(_net(q=0.5), tmp_path, "m")
+    assert {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()} == {"m.pt": 0o644, "m.lkc": 0o644}
+    os.chmod(tmp_path / "m.pt", 0o664)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "m.lkc").rename(tmp_path / "real" / "m.lkc")
+    (tmp_path / "m.lkc").symlink_to(tmp_path / "real" / "m.lkc")
+    footprint.stages(_net(q=0.7), tmp_path, "m")
+    assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "m.lkc").is_symlink()
+    assert compress.load(tmp_path / "real" / "m.lkc") is not None

@@ -1,0 +1,80 @@
+"""labkit.files: atomic writes that keep a file's permissions and links, name a full disk, refuse
+non-finite tensors, check the archive's CRC-32s on load and replace several files together."""
+import os
+
+import pytest
+import torch
+
+from labkit import files
+from faults import flip_bit, save_under_size_limit
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+@pytest.mark.parametrize("write", [lambda p: files.write_bytes(p, b"abc"),
+                                   lambda p: files.save_torch({"w": torch.ones(2)}, p)], ids=["bytes", "torch"])
+def test_a_new_file_is_0644_and_a_replaced_one_keeps_its_mode(tmp_path, umask_022, write):
+    """write_bytes wrote 0600 (mkstemp's mode): a shared data folder broke."""
+    path = tmp_path / "f"
+    write(path)
+    assert path.stat().st_mode & 0o777 == 0o644
+    os.chmod(path, 0o664)
+    write(path)
+    assert path.stat().st_mode & 0o777 == 0o664
+
+
+@pytest.mark.parametrize("write", [lambda p: files.write_bytes(p, b"new"),
+                                   lambda p: files.save_torch({"w": torch.ones(2)}, p)], ids=["bytes", "torch"])
+def test_a_save_through_a_symbolic_link_writes_its_target_and_keeps_the_link(tmp_path, write):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "f"
+    target.write_bytes(b"old")
+    link = tmp_path / "f"
+    link.symlink_to(target)
+    write(link)
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert target.read_bytes() != b"old" and sorted(p.name for p in target.parent.iterdir()) == ["f"]
+
+
+def test_a_full_disk_says_no_space_left_and_names_the_file(tmp_path):
+    path = tmp_path / "big.bin"
+    path.write_bytes(b"good")
+    done = save_under_size_limit(f"files.write_bytes({str(path)!r}, bytes(100_000))", 10_000,
+                                 setup="from labkit import files\n")
+    assert done.returncode == 3 and f"failed: OSError [Errno 28] no space left to write {path}" in done.stdout, \
+        done.stdout + done.stderr
+    assert path.read_bytes() == b"good" and [p.name for p in tmp_path.iterdir()] == ["big.bin"]
+
+
+def test_non_finite_tensors_are_refused_by_name_and_nothing_is_written(tmp_path):
+    state = {"a": torch.ones(3), "opt": {"state": {0: {"momentum_buffer": torch.tensor([1.0, float("nan")])}}}}
+    with pytest.raises(ValueError, match=r"inf or NaN.*opt\.state\.0\.momentum_buffer"):
+        files.save_torch(state, tmp_path / "s.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_torch_names_a_flipped_bit_and_the_description_travels(tmp_path):
+    path = files.save_torch({"w": torch.arange(8.0)}, tmp_path / "s.pt", description={"kind": "test"})
+    assert files.read_description(path) == {"kind": "test"}
+    assert torch.equal(files.load_torch(path)["w"], torch.arange(8.0))
+    flip_bit(path, "data/0", byte=5)
+    with pytest.raises(ValueError, match=rf"{path} is damaged.*'s/data/0'.*CRC-32"):
+        files.load_torch(path)
+
+
+def test_replace_together_puts_back_what_it_replaced_when_one_rename_fails(tmp_path):
+    (tmp_path / "new").mkdir()
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"old a")
+    b.mkdir()                                          # a real failure: a file cannot replace a folder
+    (b / "x").write_bytes(b"")
+    (tmp_path / "new" / "a").write_bytes(b"new a")
+    (tmp_path / "new" / "b").write_bytes(b"new b")
+    with pytest.raises(OSError):
+        files.replace_together({tmp_path / "new" / "a": a, tmp_path / "new" / "b": b})
+    assert a.read_bytes() == b"old a" and b.is_dir()
