@@ -1,27 +1,52 @@
-"""Self-checks of the functions the assignment asks a student to write (Labs 1-3).
+"""Self-checks of the functions the assignment asks a student to write (Labs 1-3), and the judge of the grader.
 
-After each exercise the notebook calls ``exercises.check(key, fn)``: it runs the student's ``fn``
-and labkit's reference on the same inputs, chosen to catch the usual mistakes, and either prints
-one line saying the check passed or raises `Mistake` with a message that names what is wrong:
+After each exercise the notebook calls ``exercises.check(key, fn)``: it runs the student's ``fn`` on
+inputs chosen to catch the usual mistakes, compares with labkit's reference on the same inputs, and
+either prints one line saying the check passed or raises `Mistake` with a message that names what is
+wrong:
 
     exercises.check("lab2 (b)", keep_mask)
-    # lab2 (b) keep_mask: passed (6 inputs: ties at the threshold, q = 0 and 1, a conv weight, ...)
+    # lab2 (b) keep_mask: passed (5 inputs: ties at the threshold (|w| = 0.1 three times, q = 0.4); ...)
+
+A check has two halves, so that the grader can run them in two processes:
+
+* `observe` (untrusted) runs the student's function on the exercise's inputs and returns plain data
+  only, numpy arrays of numbers, booleans or text: per input the output (and the gradient), which
+  arguments were changed in place, or the type and message of the exception it raised. It never
+  calls labkit's reference. `encode` and `decode` carry it between processes as ``.npz`` bytes,
+  never pickled; `decode` refuses anything but the entries `observe` writes.
+* `judge` (trusted) runs labkit's reference, and the wrong versions that name the usual mistakes,
+  on the same inputs, built here (never taken from the observation), and compares. It reads only
+  arrays from the observation, so nothing the student's code did in its own process can run here.
+
+`check` does both in one process, and refuses, while the student's function runs, the exercise's
+reference and what it is built from (`forbidden`), whatever name they are called by: each raises
+``RuntimeError(UNAVAILABLE)``, the message the grader's sandbox gives. A function that is or calls
+the reference fails the self-check as it fails the grade.
 
 How a mistake is named: each exercise lists wrong versions of its function, one per usual mistake
-(``<`` for ``<=`` at the threshold, a fraction taken for a percent, a zero gradient, ...). When the
-student's result differs from the reference, the message of the wrong version that gives exactly
-the student's result is the one shown; when none does, the message says which input differs and
-how. ``hidden=True`` runs further inputs (the grader's hidden tests) that the visible check does
-not show, and prints nothing when they pass. A check always calls the function it is given, never labkit's: a blank exercise (one that
-raises ``NotImplementedError``) fails it.
+(``<`` for ``<=`` at the threshold, a fraction taken for a percent, a zero gradient, ...). At the
+first input where the student's result differs from the reference, the wrong version that gives
+exactly the student's result there (and, when several do, the one that also agrees with the
+student's results on the other inputs) names the mistake; when none does, the message says what
+differs (the output, the gradient) and shows the entries that differ. ``hidden=True`` runs further
+inputs (the grader's hidden tests) and prints nothing when they pass. A blank exercise (one that
+raises ``NotImplementedError``) fails as not written.
 
 The references are labkit's own functions, the ones the labs use when no student function is given
 (``labkit.sparse_linear``, ``labkit.prune``, ``labkit.quant``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
-from dataclasses import dataclass
+import importlib
+import inspect
+import io
+import re
+import sys
+import zipfile
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -29,7 +54,18 @@ import torch
 
 from . import prune, quant, sparse_linear as sl
 
-__all__ = ["Mistake", "Case", "Exercise", "EXERCISES", "check", "keys"]
+__all__ = ["Mistake", "Case", "Exercise", "EXERCISES", "UNAVAILABLE", "check", "decode", "encode", "forbidden",
+           "judge", "keys", "observe"]
+
+UNAVAILABLE = "labkit's {name} is not available while grading {key}"
+
+MAX_TEXT = 400                   # characters kept of an exception's message or of a description
+MAX_VALUES = 100_000             # entries of one array of an observation (the largest case has 288)
+MAX_BYTES = 16 * 2 ** 20         # an encoded observation
+SHOWN = 6                        # differing entries a message shows
+_PARTS = ("output", "gradient")
+_FIELDS = _PARTS + ("changed", "raised", "returned")
+_ENTRY = re.compile(r"(key|hidden|cases|(0|[1-9][0-9]{0,2})/(" + "|".join(_FIELDS) + "))")
 
 
 class Mistake(AssertionError):
@@ -47,7 +83,8 @@ class Case:
 class Exercise:
     """One exercise: the student's function's ``name``, labkit's ``reference``, the visible and hidden
     ``cases``, the usual ``mistakes`` as (message, wrong version), and ``run``, which calls a function on
-    a case's arguments and returns what is compared (e.g. the output and the gradient)."""
+    a case's arguments and returns what is compared: one value, or (output, gradient) when ``parts``
+    names both. ``forbidden``: {labkit module: names} of the reference and what it is built from."""
     key: str
     name: str
     reference: Callable
@@ -56,131 +93,8 @@ class Exercise:
     mistakes: tuple[tuple[str, Callable], ...]
     run: Callable = None
     exact: bool = False
-
-
-# --- comparing results -----------------------------------------------------------------------------
-
-def _array(x):
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _same(a, b, exact: bool) -> bool:
-    if isinstance(a, tuple) or isinstance(b, tuple):
-        return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
-                and all(_same(x, y, exact) for x, y in zip(a, b)))
-    try:
-        a, b = _array(a), _array(b)
-    except (TypeError, ValueError):
-        return False
-    if a.shape != b.shape:
-        return False
-    if exact or a.dtype == bool or b.dtype == bool:
-        return a.dtype == b.dtype and np.array_equal(a, b)
-    try:
-        a, b = a.astype(np.float64), b.astype(np.float64)
-    except (TypeError, ValueError):
-        return False
-    scale = max(1.0, float(np.nanmax(np.abs(b))) if b.size else 1.0)
-    return bool(np.array_equal(np.isnan(a), np.isnan(b))
-                and np.allclose(np.nan_to_num(a), np.nan_to_num(b), rtol=1e-5, atol=1e-6 * scale))
-
-
-def _short(x) -> str:
-    if isinstance(x, tuple):
-        return "(" + ", ".join(_short(v) for v in x) + ")"
-    try:
-        a = _array(x)
-    except (TypeError, ValueError):
-        return repr(x)[:80]
-    if a.dtype == object:
-        return repr(x)[:80]
-    text = np.array2string(a.ravel()[:8], precision=4, separator=", ")
-    more = f" ... ({a.size} values, shape {a.shape}, {a.dtype})" if a.size > 8 else f" (shape {a.shape}, {a.dtype})"
-    return text + more
-
-
-def _where(got, expected) -> str:
-    """How many entries differ and the first of them, when the two have one shape."""
-    if isinstance(got, tuple) and isinstance(expected, tuple):
-        if _same(got[0], expected[0], exact=False):
-            return " (the values agree; the gradient differs)"
-        got, expected = got[0], expected[0]
-    try:
-        a, b = _array(got), _array(expected)
-    except (TypeError, ValueError):
-        return ""
-    if a.shape != b.shape:
-        return f" (shape {a.shape}, the reference's {b.shape})"
-    if a.size < 2 or a.dtype == object:
-        return ""
-    try:
-        differ = np.argwhere(~np.isclose(a.astype(np.float64), b.astype(np.float64), rtol=1e-5, atol=1e-7))
-    except (TypeError, ValueError):
-        return ""
-    if len(differ) == 0:
-        return ""
-    first = tuple(int(i) for i in differ[0])
-    return (f" ({len(differ)} of {a.size} entries differ, the first at index {first if len(first) > 1 else first[0]}: "
-            f"{a[first].item():.6g} instead of {b[first].item():.6g})")
-
-
-def _unchanged(before, after) -> bool:
-    for x, y in zip(before, after):
-        if isinstance(x, (torch.Tensor, np.ndarray)):
-            if not _same(x, y, exact=True):
-                return False
-        elif isinstance(x, list) and x and isinstance(x[0], torch.Tensor):
-            if not all(_same(a, b, exact=True) for a, b in zip(x, y)):
-                return False
-    return True
-
-
-def _call(ex: Exercise, fn, case: Case):
-    """Run ``fn`` on a copy of the case's arguments; Mistake if it raises or changes its inputs."""
-    args = copy.deepcopy(case.args)
-    run = ex.run or (lambda f, *a: f(*a))
-    try:
-        out = run(fn, *args)
-    except NotImplementedError:
-        raise Mistake(f"{ex.key} {ex.name}: not written yet (it raises NotImplementedError); write it in "
-                      f"the exercise cell above and run that cell again") from None
-    except Mistake:
-        raise
-    except Exception as e:                                   # the student's code failed: say how
-        raise Mistake(f"{ex.key} {ex.name} raised {type(e).__name__}: {e} (input: {case.what})") from None
-    if not _unchanged(case.args, args):
-        raise Mistake(f"{ex.key} {ex.name} changed its input in place (input: {case.what}); compute a new "
-                      f"tensor or array and return it")
-    return out
-
-
-def check(key: str, fn, *, hidden: bool = False) -> None:
-    """Check a student's ``fn`` for the exercise ``key`` (one of `keys`): print one line if it passes,
-    raise `Mistake` naming the mistake if not. ``hidden``: the further inputs of the grader's tests."""
-    if key not in EXERCISES:
-        raise ValueError(f"no exercise {key!r}; the exercises are {keys()}")
-    ex = EXERCISES[key]
-    if not callable(fn):
-        raise Mistake(f"{key}: expected the function {ex.name}, got {type(fn).__name__}")
-    cases = ex.hidden if hidden else ex.cases
-    for case in cases:
-        expected = _call(ex, ex.reference, case)
-        got = _call(ex, fn, case)
-        if _same(got, expected, ex.exact):
-            continue
-        for message, wrong in ex.mistakes:
-            try:
-                theirs = _call(ex, wrong, case)
-            except Mistake:
-                continue
-            if not _same(theirs, expected, ex.exact) and _same(got, theirs, ex.exact):
-                raise Mistake(f"{key} {ex.name} {message} (input: {case.what})")
-        raise Mistake(f"{key} {ex.name} differs from labkit's reference on {case.what}{_where(got, expected)}: "
-                      f"expected {_short(expected)}, got {_short(got)}")
-    if not hidden:                          # the hidden inputs stay unseen, also when they pass
-        print(f"{key} {ex.name}: passed ({len(cases)} inputs: {'; '.join(c.what for c in cases)})")
+    parts: tuple[str, ...] = ("output",)
+    forbidden: dict = field(default_factory=dict)
 
 
 def keys() -> list[str]:
@@ -188,12 +102,461 @@ def keys() -> list[str]:
     return list(EXERCISES)
 
 
+def _exercise(key: str) -> Exercise:
+    if not isinstance(key, str) or key not in EXERCISES:
+        raise ValueError(f"no exercise {key!r}; the exercises are {keys()}")
+    return EXERCISES[key]
+
+
+def forbidden(key: str) -> dict[str, tuple[str, ...]]:
+    """{labkit module ('labkit.prune'): (names of functions and classes)}: the reference of exercise
+    ``key`` and what it is built from, which the student's code may not call while it is checked or
+    graded (each raises ``RuntimeError(UNAVAILABLE.format(name=name, key=key))``)."""
+    return {module: tuple(names) for module, names in _exercise(key).forbidden.items()}
+
+
+# --- the untrusted side: running the student's function ---------------------------------------------
+
+class _NotPlain(Exception):
+    """A student's result that is not an array of numbers; the argument says what it is."""
+
+
+def _text(x) -> np.ndarray:
+    try:
+        s = str(x)
+    except Exception:                                        # noqa: BLE001 - a student's __str__
+        s = "(a message that could not be read)"
+    return np.array(s[:MAX_TEXT])
+
+
+def _plain(x) -> np.ndarray:
+    """A student's result as a numpy array of numbers or booleans (a copy), or _NotPlain."""
+    what = type(x).__name__
+    try:
+        if isinstance(x, torch.Tensor):
+            a = x.detach().cpu().resolve_conj().resolve_neg().numpy()
+        else:
+            a = np.asarray(x)
+    except Exception:                                        # noqa: BLE001 - what it was is the message
+        raise _NotPlain(f"a {what}, which is not a number or an array of numbers") from None
+    if a.dtype.kind not in "biuf" or a.dtype.itemsize > 8:
+        raise _NotPlain(f"a {what} of dtype {a.dtype}, not a number or an array of numbers")
+    if a.size > MAX_VALUES:
+        raise _NotPlain(f"a {what} of {a.size} values, more than a check reads ({MAX_VALUES})")
+    return np.array(a, copy=True)
+
+
+def _parts(ex: Exercise, out) -> tuple[np.ndarray, ...]:
+    if len(ex.parts) == 1:
+        return (_plain(out),)
+    return tuple(_plain(x) for x in out)
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def _run(ex: Exercise, fn, case: Case):
+    """(what fn gives on a copy of the case's arguments, as arrays; that copy, after the call)."""
+    args = copy.deepcopy(case.args)
+    return _parts(ex, (ex.run or _call)(fn, *args)), args
+
+
+def _unchanged(before, after) -> bool:
+    if isinstance(before, torch.Tensor):
+        return (isinstance(after, torch.Tensor) and before.dtype == after.dtype
+                and torch.equal(before, after.detach()))
+    if isinstance(before, np.ndarray):
+        return isinstance(after, np.ndarray) and before.dtype == after.dtype and np.array_equal(before, after)
+    if isinstance(before, list):
+        return (isinstance(after, list) and len(before) == len(after)
+                and all(_unchanged(x, y) for x, y in zip(before, after)))
+    return True
+
+
+class _Watch:
+    """A profile hook (sys.setprofile) that refuses the forbidden code objects: it records the first
+    one called and raises. It sees the functions' own code, also when called through a copy of the
+    function made before the check; the swapped code (see `_refusing`) catches every other name."""
+
+    def __init__(self, codes: dict[int, str], key: str):
+        self.codes, self.key, self.seen = codes, key, None
+
+    def __call__(self, frame, event, arg):
+        if event == "call" and id(frame.f_code) in self.codes:
+            name = self.codes[id(frame.f_code)]
+            self.seen = self.seen or name
+            raise RuntimeError(UNAVAILABLE.format(name=name, key=self.key))
+
+
+def _observe_case(ex: Exercise, fn, case: Case, i: int, watch: _Watch | None) -> dict[str, np.ndarray]:
+    at = f"{i}/"
+    previous = sys.getprofile()
+    if watch is not None:
+        watch.seen = None
+        sys.setprofile(watch)
+    try:
+        parts, args = _run(ex, fn, case)
+        record = {at + "changed": np.array([not _unchanged(x, y) for x, y in zip(case.args, args)], dtype=bool)}
+        record.update({at + name: a for name, a in zip(ex.parts, parts)})
+    except _NotPlain as e:
+        record = {at + "returned": _text(e.args[0])}
+    except (Exception, SystemExit) as e:                     # noqa: BLE001 - the student's error is the record
+        record = {at + "raised": np.array([str(_text(type(e).__name__)), str(_text(e))])}
+    finally:
+        if watch is not None:
+            switched_off = sys.getprofile() is not watch and watch.seen is None
+            sys.setprofile(previous)
+    if watch is not None and watch.seen is not None:         # a refused call, whatever fn did with the error
+        record = {at + "raised": np.array(["RuntimeError", UNAVAILABLE.format(name=watch.seen, key=ex.key)])}
+    elif watch is not None and switched_off:
+        record = {at + "raised": np.array(["RuntimeError", "it switched off the check's watch on labkit's "
+                                           "functions (sys.setprofile) while it ran"])}
+    return record
+
+
+def _observe(ex: Exercise, fn, hidden: bool, watch: _Watch | None) -> dict[str, np.ndarray]:
+    cases = ex.hidden if hidden else ex.cases
+    obs = {"key": np.array(ex.key), "hidden": np.array(bool(hidden)), "cases": np.array(len(cases), dtype=np.int64)}
+    for i, case in enumerate(cases):
+        obs.update(_observe_case(ex, fn, case, i, watch))
+    return obs
+
+
+def observe(key: str, fn, *, hidden: bool = False) -> dict[str, np.ndarray]:
+    """Run the student's ``fn`` on the cases of exercise ``key`` (the hidden ones with ``hidden``) and
+    return plain data only, {entry: numpy array}:
+
+    ``key`` (text), ``hidden`` (bool), ``cases`` (int): which check this is; then per case ``i``, one of
+    ``i/raised`` [type name, message] (text, the message cut to MAX_TEXT characters), when fn raised;
+    ``i/returned`` (text), when it returned something that is not an array of numbers (what it was);
+    or ``i/changed`` (bool, one per argument: changed in place) with ``i/output`` (and ``i/gradient``
+    for the exercises that compare it), numeric or bool arrays of at most MAX_VALUES entries.
+
+    Calls nothing of labkit's but the case's run; never raises for the student's errors."""
+    return _observe(_exercise(key), fn, hidden, None)
+
+
+# --- between the two: bytes without pickle ---------------------------------------------------------
+
+def encode(obs: dict) -> bytes:
+    """An observation as ``.npz`` bytes (np.savez)."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **obs)
+    return buffer.getvalue()
+
+
+def _unreadable(why: str) -> Mistake:
+    return Mistake(f"the result could not be read: {why}")
+
+
+def _dtype_ok(dtype: np.dtype) -> bool:
+    if dtype.hasobject or dtype.names is not None or dtype.subdtype is not None:
+        return False
+    return (dtype.kind in "biuf" and dtype.itemsize <= 8) or (dtype.kind == "U" and dtype.itemsize <= 4 * MAX_TEXT)
+
+
+def _npy(raw: bytes, name: str) -> np.ndarray:
+    """One ``.npy`` member read by hand: header checked before any allocation, data by frombuffer."""
+    f = io.BytesIO(raw)
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:
+        raise _unreadable(f"{name}: .npy version {version}")
+    if not _dtype_ok(dtype):
+        raise _unreadable(f"{name}: dtype {dtype}")
+    if len(shape) > 8 or any(not isinstance(n, int) or n < 0 for n in shape):
+        raise _unreadable(f"{name}: shape {shape}")
+    count = 1
+    for n in shape:
+        count *= n
+    if count > MAX_VALUES:
+        raise _unreadable(f"{name}: {count} values, more than {MAX_VALUES}")
+    data = raw[f.tell():]
+    if len(data) != count * dtype.itemsize:
+        raise _unreadable(f"{name}: {len(data)} bytes of data for shape {shape} and dtype {dtype}")
+    a = np.frombuffer(data, dtype=dtype, count=count)
+    return a.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def decode(data: bytes) -> dict[str, np.ndarray]:
+    """The observation `encode` wrote, checked: only the entries `observe` writes, numeric, bool or
+    text dtypes, bounded sizes; no pickle is ever read. Anything else raises `Mistake`."""
+    if not isinstance(data, (bytes, bytearray)):
+        raise _unreadable(f"got {type(data).__name__}, not bytes")
+    if len(data) > MAX_BYTES:
+        raise _unreadable(f"{len(data)} bytes, more than {MAX_BYTES}")
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+            infos = zf.infolist()
+            names = [info.filename for info in infos]
+            if len(set(names)) != len(names):
+                raise _unreadable("an entry appears twice")
+            total, obs = 0, {}
+            for info in infos:
+                name = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if name is None or not _ENTRY.fullmatch(name):
+                    raise _unreadable(f"unknown entry {info.filename[:60]!r}")
+                total += info.file_size
+                if info.file_size > MAX_BYTES or total > MAX_BYTES:
+                    raise _unreadable(f"entry {name!r} too large ({info.file_size} bytes)")
+                obs[name] = _npy(zf.read(info), name)
+    except Mistake:
+        raise
+    except Exception as e:                                   # noqa: BLE001 - malformed bytes of any kind
+        raise _unreadable(f"{type(e).__name__}: {str(e)[:120]}") from None
+    return obs
+
+
+# --- the trusted side: judging an observation --------------------------------------------------------
+
+def _records(ex: Exercise, obs, cases, hidden: bool) -> list[dict[str, np.ndarray]]:
+    """The observation's per-case records, checked against what `observe` writes for this check."""
+    def unread(why):
+        return Mistake(f"{ex.key} {ex.name}: the result could not be read: {why}")
+    if not isinstance(obs, dict):
+        raise unread(f"got {type(obs).__name__}, not a dict of arrays")
+    for name, a in obs.items():
+        if not isinstance(name, str) or type(a) is not np.ndarray:
+            raise unread(f"entry {str(name)[:40]!r} is not a numpy array")
+        if not _dtype_ok(a.dtype) or a.size > MAX_VALUES or a.ndim > 8:
+            raise unread(f"entry {name[:40]!r} has dtype {a.dtype} and {a.size} values")
+    head = {}
+    for name, kind in (("key", "U"), ("hidden", "b"), ("cases", "iu")):
+        a = obs.get(name)
+        if a is None or a.shape != () or a.dtype.kind not in kind:
+            raise unread(f"no {name!r} of the right kind")
+        head[name] = a[()]
+    if str(head["key"]) != ex.key:
+        raise Mistake(f"{ex.key} {ex.name}: the result is that of {str(head['key'])[:40]!r}, not of {ex.key!r}")
+    if bool(head["hidden"]) != hidden:
+        raise Mistake(f"{ex.key} {ex.name}: the result is of the {'hidden' if head['hidden'] else 'visible'} "
+                      f"inputs, not of the {'hidden' if hidden else 'visible'} ones")
+    if int(head["cases"]) != len(cases):
+        raise Mistake(f"{ex.key} {ex.name}: the result has {int(head['cases'])} inputs, the check {len(cases)}")
+    records, seen = [], {"key", "hidden", "cases"}
+    for i, case in enumerate(cases):
+        rec = {f: obs[f"{i}/{f}"] for f in _FIELDS if f"{i}/{f}" in obs}
+        seen.update(f"{i}/{f}" for f in rec)
+        if set(rec) == {"raised"}:
+            ok = rec["raised"].dtype.kind == "U" and rec["raised"].shape == (2,)
+        elif set(rec) == {"returned"}:
+            ok = rec["returned"].dtype.kind == "U" and rec["returned"].shape == ()
+        elif set(rec) == {"changed", *ex.parts}:
+            ok = (rec["changed"].dtype == bool and rec["changed"].shape == (len(case.args),)
+                  and all(rec[p].dtype.kind in "biuf" for p in ex.parts))
+        else:
+            raise unread(f"input {i} has the entries {sorted(rec)}")
+        if not ok:
+            raise unread(f"input {i}'s entries have the wrong dtype or shape")
+        records.append(rec)
+    extra = sorted(set(obs) - seen)
+    if extra:
+        raise unread(f"unexpected entries {extra[:4]}")
+    return records
+
+
+def _agree(a: np.ndarray, b: np.ndarray, exact: bool) -> np.ndarray:
+    """Which entries of a agree with b (same shape): equal when exact or bool, else close
+    (rtol 1e-5, atol 1e-6 times the largest finite |b|, at least 1), NaN where NaN."""
+    if exact or a.dtype == bool or b.dtype == bool:
+        return np.asarray(a == b)
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    finite = np.abs(b[np.isfinite(b)])
+    scale = max(1.0, float(finite.max())) if finite.size else 1.0
+    return np.isclose(a, b, rtol=1e-5, atol=1e-6 * scale, equal_nan=True)
+
+
+def _same(a: np.ndarray, b: np.ndarray, exact: bool) -> bool:
+    if a.shape != b.shape:
+        return False
+    if (exact or a.dtype == bool or b.dtype == bool) and a.dtype != b.dtype:
+        return False
+    return bool(_agree(a, b, exact).all())
+
+
+def _same_parts(got, expected, exact: bool) -> bool:
+    return len(got) == len(expected) and all(_same(a, b, exact) for a, b in zip(got, expected))
+
+
+def _value(x) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return str(bool(x))
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    return f"{float(x):.6g}"
+
+
+def _where(name: str, a: np.ndarray, b: np.ndarray, exact: bool) -> str:
+    """What differs between the student's part ``a`` and the reference's ``b``, in words."""
+    if a.shape != b.shape:
+        return f"the {name} has shape {a.shape}, the reference's {b.shape}"
+    if (exact or a.dtype == bool or b.dtype == bool) and a.dtype != b.dtype:
+        return f"the {name} has dtype {a.dtype}, the reference's {b.dtype}"
+    if a.ndim == 0:
+        return f"the {name} is {_value(a[()])}, expected {_value(b[()])}"
+    differ = np.argwhere(~_agree(a, b, exact))
+    shown = "; ".join(f"[{', '.join(str(int(j)) for j in at)}] {_value(a[tuple(at)])} instead of "
+                      f"{_value(b[tuple(at)])}" for at in differ[:SHOWN])
+    more = f"; and {len(differ) - SHOWN} more" if len(differ) > SHOWN else ""
+    return f"the {name} differs at {len(differ)} of {a.size} entries ({shown}{more})"
+
+
+def _difference(ex: Exercise, got, expected) -> str:
+    said = []
+    for name, a, b in zip(ex.parts, got, expected):
+        if not _same(a, b, ex.exact):
+            said.append(_where(name, a, b, ex.exact))
+        elif len(ex.parts) > 1:
+            said.append(f"the {name} agrees")
+    return "; ".join(said)
+
+
+def _wrong_parts(ex: Exercise, wrong, case: Case):
+    try:
+        return _run(ex, wrong, case)[0]
+    except Exception:                                        # noqa: BLE001 - this wrong version fails here
+        return None
+
+
+def _named(ex: Exercise, cases, records, i: int, got, expected) -> str | None:
+    """The message of the wrong version that gives the student's result at case i (and differs from
+    the reference there); of several, the first that also gives the student's results elsewhere."""
+    found = []
+    for message, wrong in ex.mistakes:
+        theirs = _wrong_parts(ex, wrong, cases[i])
+        if theirs is not None and not _same_parts(theirs, expected, ex.exact) and _same_parts(got, theirs, ex.exact):
+            found.append((message, wrong))
+    def everywhere(wrong) -> bool:
+        for j, rec in enumerate(records):
+            if j == i or "changed" not in rec or rec["changed"].any():
+                continue                                     # no result of the student's to compare
+            theirs = _wrong_parts(ex, wrong, cases[j])
+            if theirs is None or not _same_parts(tuple(rec[p] for p in ex.parts), theirs, ex.exact):
+                return False
+        return True
+    for message, wrong in found:
+        if everywhere(wrong):
+            return message
+    return found[0][0] if found else None
+
+
+def _raised(ex: Exercise, case: Case, kind: str, message: str) -> Mistake:
+    refused = {UNAVAILABLE.format(name=n, key=ex.key) for names in ex.forbidden.values() for n in names}
+    refused |= {UNAVAILABLE.format(name=f"{m}.{n}", key=ex.key) for m, names in ex.forbidden.items() for n in names}
+    if message in refused:
+        return Mistake(message)
+    if kind == "NotImplementedError":
+        return Mistake(f"{ex.key} {ex.name}: not written yet (it raises NotImplementedError); write it in "
+                       f"the exercise cell above and run that cell again")
+    return Mistake(f"{ex.key} {ex.name} raised {kind}: {message} (input: {case.what})")
+
+
+def judge(key: str, obs: dict, *, hidden: bool = False) -> str:
+    """Judge an observation of exercise ``key`` (from `observe`, through `encode` and `decode`): run
+    labkit's reference here on the same cases, compare, raise `Mistake` naming the mistake, or return
+    the line that says the check passed (not printed). Reads only plain arrays from ``obs``."""
+    ex = _exercise(key)
+    cases = ex.hidden if hidden else ex.cases
+    records = _records(ex, obs, cases, hidden)
+    names = list(inspect.signature(ex.reference).parameters)
+    for i, (case, rec) in enumerate(zip(cases, records)):
+        if "raised" in rec:
+            raise _raised(ex, case, str(rec["raised"][0]), str(rec["raised"][1]))
+        if "returned" in rec:
+            raise Mistake(f"{ex.key} {ex.name} returned {str(rec['returned'][()])} (input: {case.what})")
+        if rec["changed"].any():
+            which = ", ".join(names[j] if j < len(names) else f"#{j + 1}" for j in np.flatnonzero(rec["changed"]))
+            raise Mistake(f"{ex.key} {ex.name} changed its input {which} in place (input: {case.what}); compute "
+                          f"a new tensor or array and return it, leaving the arguments as they were")
+        got = tuple(rec[p] for p in ex.parts)
+        expected = _run(ex, ex.reference, case)[0]
+        if _same_parts(got, expected, ex.exact):
+            continue
+        message = _named(ex, cases, records, i, got, expected)
+        if message is not None:
+            raise Mistake(f"{ex.key} {ex.name} {message} (input: {case.what})")
+        raise Mistake(f"{ex.key} {ex.name} differs from labkit's reference on {case.what}: "
+                      f"{_difference(ex, got, expected)}")
+    return f"{ex.key} {ex.name}: passed ({len(cases)} inputs: {'; '.join(c.what for c in cases)})"
+
+
+# --- in the notebook: both halves, the reference refused ---------------------------------------------
+
+def _functions(obj) -> list:
+    """The Python functions an object runs: itself, or a class's own methods."""
+    if inspect.isfunction(obj):
+        return [obj]
+    found = []
+    if isinstance(obj, type):
+        for v in vars(obj).values():
+            if isinstance(v, (staticmethod, classmethod)):
+                v = v.__func__
+            if isinstance(v, property):
+                found += [f for f in (v.fget, v.fset, v.fdel) if inspect.isfunction(f)]
+            elif inspect.isfunction(v):
+                found.append(v)
+    return found
+
+
+def _refusal(free: int, message: str):
+    """Code that raises RuntimeError(message), with ``free`` free variables (a method's __class__
+    cell), so that it can replace a function's __code__."""
+    names = [f"_f{j}" for j in range(free)]
+    src = ("def _outer():\n" + "".join(f"    {n} = None\n" for n in names)
+           + "    def _refused(*args, **kwargs):\n"
+           + (f"        ({', '.join(names)},)\n" if names else "")
+           + f"        raise RuntimeError({message!r})\n    return _refused\n")
+    scope: dict = {}
+    exec(compile(src, "<labkit.exercises: refused>", "exec"), scope)   # our own text, no student code
+    return scope["_outer"]().__code__
+
+
+@contextlib.contextmanager
+def _refusing(key: str):
+    """While inside: every forbidden function of ``key`` (and every method of a forbidden class)
+    raises RuntimeError(UNAVAILABLE) under any name, its code swapped; yields the `_Watch` for the
+    copies made before. Everything restored on the way out."""
+    swapped, codes = [], {}
+    for module, names in forbidden(key).items():
+        mod = importlib.import_module(module)
+        for name in names:
+            for f in _functions(getattr(mod, name)):
+                codes[id(f.__code__)] = name
+                swapped.append((f, f.__code__))
+    try:
+        for f, code in swapped:
+            f.__code__ = _refusal(len(code.co_freevars), UNAVAILABLE.format(name=codes[id(code)], key=key))
+        yield _Watch(codes, key)
+    finally:
+        for f, code in swapped:
+            f.__code__ = code
+
+
+def check(key: str, fn, *, hidden: bool = False) -> None:
+    """Check a student's ``fn`` for the exercise ``key`` (one of `keys`): `observe` it with the
+    exercise's reference refused (`forbidden`), then `judge`; print the passed line (unless
+    ``hidden``: the grader's further inputs stay unseen), or raise `Mistake` naming the mistake."""
+    ex = _exercise(key)
+    if not callable(fn):
+        raise Mistake(f"{key}: expected the function {ex.name}, got {type(fn).__name__}")
+    with _refusing(key) as watch:
+        obs = _observe(ex, fn, hidden, watch)
+    line = judge(key, decode(encode(obs)), hidden=hidden)   # what the grader's judge reads
+    if not hidden:
+        print(line)
+
+
 # --- the runs that compare more than the output ----------------------------------------------------
 
 def _with_gradient(fn, w, *rest):
     """(output, gradient of sum(output * c) with respect to w) for a fixed c: the straight-through
-    estimator's gradient is c itself. No gradient at all (a detached output) counts as zeros."""
-    w = w.clone().requires_grad_(True)
+    estimator's gradient is c itself. No gradient at all (a detached output) counts as zeros.
+    ``w`` is the check's own copy of the case's weight, so a change fn makes to it in place shows."""
+    w.requires_grad_(True)
     out = fn(w, *rest)
     if not isinstance(out, torch.Tensor):
         raise TypeError(f"expected a tensor, got {type(out).__name__}")
@@ -258,16 +621,33 @@ def _top(v, k, order):
     return out
 
 
-def _trimmed_wrong(pick_from_w=False, largest=False, lam_only=False, all_=False, no_step=False):
+def _soft(v, t):
+    v = np.asarray(v, dtype=float)
+    return np.sign(v) * np.maximum(np.abs(v) - t, 0.0)
+
+
+def _hard(v, t):
+    """Hard thresholding: the soft thresholding's shrinking term t sign(v) left out."""
+    v = np.asarray(v, dtype=float)
+    return np.where(np.abs(v) <= t, 0.0, v)
+
+
+def _away(v, t):
+    """Soft thresholding with the wrong sign of its t sign(v) term: the survivors move away from 0."""
+    v = np.asarray(v, dtype=float)
+    return np.where(np.abs(v) <= t, 0.0, v + t * np.sign(v))
+
+
+def _trimmed_wrong(pick_from_w=False, largest=False, lam_only=False, all_=False, no_step=False, threshold=_soft):
     def step(W, g, lr, lam, k):
         W, g = np.asarray(W, dtype=float), np.asarray(g, dtype=float)
         V = W.copy() if no_step else W - lr * g
         t = lam if lam_only else lr * lam
         if all_:
-            return sl.soft_threshold(V, t)
+            return threshold(V, t)
         ranked = np.argsort(np.abs(W if pick_from_w else V), kind="stable")
         chosen = ranked[k:] if largest else ranked[: V.size - k]
-        V[chosen] = sl.soft_threshold(V[chosen], t)
+        V[chosen] = threshold(V[chosen], t)
         return V
     return step
 
@@ -280,7 +660,10 @@ _TW, _TG = np.array([0.3, 2.0, -0.05, 0.6, -1.0]), np.array([1.0, 0.0, -5.0, 0.0
 _gen = torch.Generator().manual_seed(2024)
 _w200 = torch.randn(200, generator=_gen)
 _conv = torch.randn(4, 3, 3, 3, generator=_gen) * 0.1
-_ties = torch.tensor([0.3, -0.1, 0.1, 0.2, 0.1, -0.4])
+# |w| sorted: 0.02, 0.05, 0.1, 0.1, 0.1, 0.4; at q = 0.4 the quantile is the first 0.1 (position 2):
+# a threshold one place too low (0.05) keeps the ties as ">=" does, while q = 0 tells the two apart
+_ties = torch.tensor([0.02, -0.1, 0.1, 0.4, 0.1, -0.05])
+_ten = torch.tensor([0.9, -0.1, 0.5, 0.3, -0.7, 0.2, 0.8, -0.4, 0.6, 0.05])
 _layers = [torch.randn(30, generator=_gen) * 0.5, torch.randn(4, 5, generator=_gen) * 0.05,
            torch.randn(2, 3, 3, generator=_gen) * 2.0]
 
@@ -291,10 +674,35 @@ def _with_zeros(t, every=3):
     return t
 
 
+_OFF_BY_ONE = ("takes the wrong order statistic (off by one): the q-quantile of n values lies at position "
+               "q (n - 1) of the sorted |w|, counted from 0, interpolated between its two neighbours")
+
+
+def _keep(w, q):
+    a = w.detach().abs().double()
+    return a > torch.quantile(a.flatten(), q)
+
+
+def _kth(w, q):
+    """The threshold one place too low: the k-th smallest |w| with k = int(q n) (1-based), not position q (n - 1)."""
+    a = w.detach().abs().double()
+    return a > torch.kthvalue(a.flatten(), max(1, int(q * a.numel()))).values
+
+
+def _index_qn(w, q):
+    """The threshold one place too high: the sorted |w| at index int(q n) (0-based), not position q (n - 1)."""
+    a = w.detach().abs().double()
+    return a > torch.sort(a.flatten()).values[min(int(q * a.numel()), a.numel() - 1)]
+
+
+def _zeros(weights):
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
 def _global_wrong(kind):
     def threshold(weights, q):
         if kind == "mean":
-            return torch.stack([prune.magnitude_threshold(w, q) for w in weights]).mean()
+            return torch.stack([torch.quantile(w.detach().abs().flatten().double(), q) for w in weights]).mean()
         flat = torch.cat([w.flatten() for w in weights]).double()
         if kind == "signed":
             return torch.quantile(flat, q)
@@ -338,15 +746,27 @@ def _symmetric(w, bits, m_of=lambda b: 2 ** (b - 1) - 1, signed=False):
     return s * torch.round(w / s).clamp(-m, m)
 
 
+def _masked_minmax(w, bits, mask):
+    """The mask-aware quantizer's values (no gradient): min and max over the kept weights, the others 0."""
+    w = w.detach()
+    kept = w[mask]
+    lo, hi = kept.min(), kept.max()
+    alpha, n = hi - lo, 2 ** bits - 1
+    levels = torch.full_like(w, float(lo)) if alpha == 0 else alpha * (torch.round((w - lo) / alpha * n).clamp(0, n) / n) + lo
+    return torch.where(mask, levels, torch.zeros_like(w))
+
+
+def _through(w, values):
+    """values in the forward pass, the gradient straight through to w."""
+    return w + (values - w).detach()
+
+
 def _masked_wrong(kind):
     def fn(w, bits, mask):
         if kind == "range":                   # min and max over every weight, the zeros included
-            return quant.QuantizeSTE.apply(w, bits, "minmax", None) * mask
-        out = quant.QuantizeSTE.apply(w, bits, "minmax", mask).detach().clone()
-        naive = quant.QuantizeSTE.apply(w, bits, "minmax", None).detach()
-        lo = w.detach()[mask].min()
-        out[~mask] = (naive if kind == "naive" else torch.full_like(w, float(lo)))[~mask]
-        return w + (out - w).detach()
+            return _through(w, _minmax(w, bits) * mask)
+        fill = _minmax(w, bits) if kind == "naive" else torch.full_like(w, float(w.detach()[mask].min()))
+        return _through(w, torch.where(mask, _masked_minmax(w, bits, mask), fill))
     return fn
 
 
@@ -357,10 +777,15 @@ _wp2 = _with_zeros(torch.randn(6, 4, 3, 3, generator=_gen) * 0.05, every=5)
 _wp_pos = _with_zeros(torch.rand(40, generator=_gen) * 0.1 + 0.05, every=2)   # kept weights all positive
 
 
-def _ste_mistakes(reference):
+def _quant_forbidden(*names):
+    """The quantizer exercises' forbidden names: their own and the shared machinery it is built from."""
+    return {"labkit.quant": names + ("QuantizeSTE", "quantize", "encode", "_encode", "Quantize")}
+
+
+def _ste_mistakes(values):
+    """The mistake every quantizer can make: the right values, detached (``values`` computes them)."""
     return (("passes no gradient: the straight-through estimator's backward returns the upstream "
-             "gradient unchanged (round alone has zero derivative almost everywhere)",
-             lambda w, b, *m: reference(w, b, *m).detach()),)
+             "gradient unchanged (round alone has zero derivative almost everywhere)", values),)
 
 
 EXERCISES = {ex.key: ex for ex in [
@@ -368,8 +793,9 @@ EXERCISES = {ex.key: ex for ex in [
              _gradient_cases(False), _gradient_cases(True),
              (("misses the factor 2 of the derivative of a square", lambda W, X, y: X.T @ (X @ W - y)),
               ("takes the mean over the points; the loss is their sum", lambda W, X, y: 2.0 * X.T @ (X @ W - y) / len(y)),
-              ("has the wrong sign: the gradient of ||X W - y||^2 is 2 X^T (X W - y)",
-               lambda W, X, y: 2.0 * X.T @ (y - X @ W)))),
+              ("has the wrong sign: it points downhill; the residual in the gradient is the prediction minus "
+               "the target, X W - y", lambda W, X, y: 2.0 * X.T @ (y - X @ W))),
+             forbidden={"labkit.sparse_linear": ("gradient",)}),
     Exercise("lab1 (c)", "project_top_k", sl.project_top_k,
              (Case((np.array([3.0, -5.0, 1.0, 0.5, -2.0]), 2), "v = [3, -5, 1, 0.5, -2], k = 2"),
               Case((np.array([1.0, -1.0, 0.5, 1.0]), 2), "a tie of |v| at the k-th place: keep the lower index"),
@@ -382,9 +808,9 @@ EXERCISES = {ex.key: ex for ex in [
                lambda v, k: _top(v, k, lambda v: np.argsort(np.abs(v), kind="stable"))),
               ("keeps one element too many", lambda v, k: _top(v, k + 1, lambda v: np.argsort(-np.abs(v), kind="stable"))),
               ("keeps one element too few", lambda v, k: _top(v, k - 1, lambda v: np.argsort(-np.abs(v), kind="stable"))),
-              ("breaks a tie of |v| towards the higher index; rank by -|v| with a stable sort "
-               "(np.argsort(-np.abs(v), kind=\"stable\")), so that the lower index wins and every run is the same",
-               _tie_high))),
+              ("breaks a tie of |v| towards the higher index; rank by -|v| with a stable sort, so that the "
+               "lower index wins and every run is the same", _tie_high)),
+             forbidden={"labkit.sparse_linear": ("project_top_k", "_top_k")}),
     Exercise("lab1 (d)", "l1_subgradient", sl.l1_subgradient,
              (Case((np.array([0.0, 3.0, -2.0, 0.0, 0.5]), 0.2), "W with zeros, lam = 0.2"),
               Case((np.array([1.0, -1.0, 0.0]), 0.0), "lam = 0")),
@@ -395,7 +821,8 @@ EXERCISES = {ex.key: ex for ex in [
               ("is not 0 at w = 0: the lab takes sign(0) = 0 (any value in [-lam, lam] is a subgradient there)",
                lambda W, lam: lam * np.where(np.asarray(W) > 0, 1.0, -1.0)),
               ("forgets lam: the subgradient of lam ||W||_1 is lam sign(W)", lambda W, lam: np.sign(W)),
-              ("returns the penalty lam |W|, not its subgradient", lambda W, lam: lam * np.abs(W)))),
+              ("returns the penalty lam |W|, not its subgradient", lambda W, lam: lam * np.abs(W))),
+             forbidden={"labkit.sparse_linear": ("l1_subgradient",)}),
     Exercise("lab1 (e)", "soft_threshold", sl.soft_threshold,
              (Case((np.array([-3.0, -0.5, 0.0, 0.2, 0.5, 2.0]), 0.5), "v from -3 to 2 with |v| = t at two places, t = 0.5"),
               Case((np.array([1.5, -0.25]), 0.0), "t = 0 leaves v as it is")),
@@ -405,7 +832,15 @@ EXERCISES = {ex.key: ex for ex in [
                lambda v, t: np.where(np.abs(v) <= t, 0.0, v)),
               ("loses the sign of v: S_t(v) = sign(v) max(|v| - t, 0)", lambda v, t: np.maximum(np.abs(v) - t, 0.0)),
               ("moves every element by t, past 0 when |v| < t: those must become exactly 0",
-               lambda v, t: np.asarray(v) - t * np.sign(v)))),
+               lambda v, t: np.asarray(v) - t * np.sign(v)),
+              ("has the wrong sign: the surviving elements come out with the opposite sign of v; each keeps "
+               "its sign, only its magnitude shrinks by t", lambda v, t: -_soft(v, t)),
+              ("moves the surviving elements away from 0 (the wrong sign of the t sign(v) term): they must "
+               "move towards 0 by t", _away),
+              ("takes t - |v| instead of |v| - t: the small elements come out non-zero and the large ones 0, "
+               "the other way round from soft thresholding",
+               lambda v, t: np.sign(v) * np.maximum(t - np.abs(np.asarray(v, dtype=float)), 0.0))),
+             forbidden={"labkit.sparse_linear": ("soft_threshold",)}),
     Exercise("lab1 (f)", "trimmed_l1_step", sl.trimmed_l1_step,
              (Case((_TW, _TG, 0.5, 0.4, 2), "a step that changes which weights are the k largest"),
               Case((np.array([0.4, -0.3, 0.2]), np.zeros(3), 0.1, 1.0, 1), "g = 0: only the thresholding")),
@@ -417,7 +852,12 @@ EXERCISES = {ex.key: ex for ex in [
               ("thresholds by lam instead of lr lam (one proximal step of lr lam ||.||_1)", _trimmed_wrong(lam_only=True)),
               ("thresholds every weight (that is the proximal step of (e)); the k largest are not penalised",
                _trimmed_wrong(all_=True)),
-              ("forgets the gradient step: first v = W - lr g, then the thresholding", _trimmed_wrong(no_step=True)))),
+              ("forgets the gradient step: first v = W - lr g, then the thresholding", _trimmed_wrong(no_step=True)),
+              ("misses the lr lam sign(v) term of soft thresholding: it sets the small elements with |v| <= lr lam "
+               "to 0 but does not move the others towards 0 by lr lam", _trimmed_wrong(threshold=_hard)),
+              ("moves the thresholded elements away from 0 (the wrong sign of the lr lam sign(v) term): soft "
+               "thresholding moves them towards 0 by lr lam", _trimmed_wrong(threshold=_away))),
+             forbidden={"labkit.sparse_linear": ("trimmed_l1_step", "soft_threshold")}),
     Exercise("lab2 (b)", "keep_mask", prune.keep_mask,
              (Case((_ties, 0.4), "ties at the threshold (|w| = 0.1 three times, q = 0.4)"),
               Case((_w200, 0.5), "200 random weights, q = 0.5"),
@@ -425,36 +865,41 @@ EXERCISES = {ex.key: ex for ex in [
               Case((_w200, 0.0), "q = 0 (only the smallest |w| goes)"),
               Case((_w200, 1.0), "q = 1 (everything goes)")),
              (Case((_w200 * 3 - 0.5, 0.3), "200 shifted weights, q = 0.3"),
-              Case((torch.tensor([0.5, -0.5, 0.5, 0.25]), 0.5), "ties of opposite sign")),
+              Case((torch.tensor([0.5, -0.5, 0.5, 0.25]), 0.5), "ties of opposite sign"),
+              Case((_ten, 0.35), "10 weights, q = 0.35")),
              (("prunes nothing at q = 0: the rule prunes every |w| <= the q-quantile, and at q = 0 that is the "
-               "smallest |w|", lambda w, q: torch.ones(w.shape, dtype=torch.bool) if q == 0 else prune.keep_mask(w, q)),
-              ("keeps the weights equal to the threshold: every |w| <= threshold is pruned, ties included "
-               "(keep |w| > threshold)", lambda w, q: w.abs().double() >= torch.quantile(w.abs().double().flatten(), q)),
+               "smallest |w|", lambda w, q: torch.ones(w.shape, dtype=torch.bool) if q == 0 else _keep(w, q)),
+              ("keeps the weights equal to the threshold: every weight whose |w| is at most the threshold is "
+               "pruned, ties included; only those strictly above it are kept",
+               lambda w, q: w.abs().double() >= torch.quantile(w.abs().double().flatten(), q)),
+              (_OFF_BY_ONE, _kth),
+              (_OFF_BY_ONE, _index_qn),
               ("takes q for a percentage: q is a fraction (0.8 prunes 80 % of the weights)",
                lambda w, q: w.abs().double() > torch.quantile(w.abs().double().flatten(), q / 100)),
               ("ranks w, not |w|: a large negative weight is a large weight",
                lambda w, q: w.double() > torch.quantile(w.double().flatten(), q)),
               ("returns True for the pruned weights; the mask is True where a weight is kept",
-               lambda w, q: ~prune.keep_mask(w, q))),
-             run=_bool_mask, exact=True),
+               lambda w, q: ~_keep(w, q))),
+             run=_bool_mask, exact=True,
+             forbidden={"labkit.prune": ("keep_mask", "magnitude_threshold", "global_threshold")}),
     Exercise("lab2 (c) sparsity", "sparsity_of", prune.total_sparsity,
              (Case(([torch.zeros(10), torch.ones(30)],), "a 10-weight layer all zero, a 30-weight layer dense"),
               Case(([_with_zeros(_conv, 4), torch.ones(3, 3)],), "a conv weight with every 4th weight zero")),
              (Case(([torch.zeros(2, 2), _with_zeros(_w200, 2), torch.ones(7)],), "three layers"),),
              (("averages the layers' sparsities; the total counts every weight once, so a large layer weighs more",
                lambda ws: sum(float((w == 0).float().mean()) for w in ws) / len(ws)),
-              ("is a percentage; return a fraction (0.8 for 80 %)", lambda ws: 100 * prune.total_sparsity(ws)),
-              ("counts the non-zero weights (the density), not the zeros", lambda ws: 1 - prune.total_sparsity(ws))),
-             run=_as_float),
+              ("is a percentage; return a fraction (0.8 for 80 %)", lambda ws: 100 * _zeros(ws)),
+              ("counts the non-zero weights (the density), not the zeros", lambda ws: 1 - _zeros(ws))),
+             run=_as_float, forbidden={"labkit.prune": ("total_sparsity", "sparsity", "Sparsity")}),
     Exercise("lab2 (c) mask", "apply_mask", prune.apply_mask,
              (Case((_conv, _conv.abs() > 0.05), "a conv weight and its mask"),
               Case((_w200, _w200 > 10), "a mask that prunes everything")),
              (Case((_w200, _w200.abs() > 0.2), "200 weights"),),
              (("cuts the gradient off from the kept weights too (a detached result): only the pruned "
                "positions must get zero gradient", lambda w, m: (w * m).detach()),
-              ("lets the gradient through at the pruned positions: multiply by the mask in the forward pass "
-               "(w * mask), so autograd zeroes it there", lambda w, m: w + (w * m - w).detach())),
-             run=_with_gradient),
+              ("lets the gradient through at the pruned positions: multiply w by the mask in the forward pass "
+               "itself, so that autograd zeroes the gradient there", lambda w, m: w + (w * m - w).detach())),
+             run=_with_gradient, parts=_PARTS, forbidden={"labkit.prune": ("apply_mask", "Mask")}),
     Exercise("lab2 (d)", "schedule", prune.linear_schedule,
              (Case((10, 0.8), "10 steps to 0.8"), Case((1, 0.7), "one step: the target at once")),
              (Case((4, 0.5), "4 steps to 0.5"),),
@@ -464,8 +909,11 @@ EXERCISES = {ex.key: ex for ex in [
                lambda e, s, t: t * (e + 1) / s),
               ("is a percentage; return a fraction (0.8 for 80 %)", lambda e, s, t: 100 * t * e / s),
               ("is Zhu & Gupta's cubic schedule; this lab's is linear, target * e / steps",
-               lambda e, s, t: t * (1 - (1 - e / s) ** 3))),
-             run=_schedule_steps),
+               lambda e, s, t: t * (1 - (1 - e / s) ** 3)),
+              ("prunes nothing at the first step: (e - 1) / (steps - 1) starts at 0; step e = 1..steps prunes "
+               "e / steps of the target, so the first step already prunes target / steps",
+               lambda e, s, t: t * (e - 1) / (s - 1))),
+             run=_schedule_steps, forbidden={"labkit.prune": ("linear_schedule", "IterativePruning")}),
     Exercise("lab2 (e)", "global_threshold", prune.global_threshold,
              (Case((_layers, 0.5), "three layers of very different scales, q = 0.5"),
               Case((_layers, 0.8), "the same, q = 0.8"),
@@ -475,44 +923,45 @@ EXERCISES = {ex.key: ex for ex in [
                _global_wrong("mean")),
               ("is a quantile of w, not of |w|", _global_wrong("signed")),
               ("takes q for a percentage: q is a fraction (0.8 prunes 80 % of the weights)", _global_wrong("percent"))),
-             run=_as_float),
+             run=_as_float, forbidden={"labkit.prune": ("global_threshold", "magnitude_threshold")}),
     Exercise("lab3 (a)", "ste_quantize", quant.ste_quantize,
              (Case((_wq, 2), "60 weights, 2 bits"), Case((_wq_conv, 4), "a conv weight, 4 bits"),
               Case((_wq, 1), "1 bit: min and max only"), Case((torch.full((5,), 0.3), 3), "a constant tensor (max = min)"),
               Case((_wq, 0), "0 bits: all zeros"), Case((_wq, None), "bits None: the float weights")),
              (Case((_wq * 5 + 1, 3), "shifted weights, 3 bits"), Case((_wq_conv, 8), "8 bits")),
-             _ste_mistakes(quant.ste_quantize) + (
-              ("has no straight-through gradient: autograd through round gives zero, only min and max get one; "
-               "compute the levels from w.detach() and return StraightThrough.apply(w, levels)", _round_through),
+             _ste_mistakes(_minmax) + (
+              ("has no straight-through gradient: autograd through round gives zero almost everywhere (only "
+               "min and max get one); compute the levels from the weights detached from the graph and pass them "
+               "through a function whose backward returns the upstream gradient unchanged", _round_through),
               ("uses 2^b steps; 2^b levels from min to max are 2^b - 1 steps (n = 2^b - 1)",
                lambda w, b: w + (_minmax(w, b, n_of=lambda b: 2 ** b) - w).detach()),
               ("rounds down (floor); each weight goes to the nearest level (round)",
                lambda w, b: w + (_minmax(w, b, rounding=torch.floor) - w).detach()),
               ("returns the integer codes 0..2^b - 1, not the weights they stand for",
                lambda w, b: w + (_minmax(w, b, codes=True) - w).detach())),
-             run=_with_gradient),
+             run=_with_gradient, parts=_PARTS, forbidden=_quant_forbidden("ste_quantize")),
     Exercise("lab3 (d)", "masked_quantize", quant.masked_quantize,
              (Case((_wp, 2, _wp != 0), "half the weights pruned, 2 bits"),
               Case((_wp2, 4, _wp2 != 0), "a pruned conv weight, 4 bits"),
               Case((_wp_pos, 2, _wp_pos != 0), "kept weights all positive, 2 bits (the zeros would widen the range)")),
              (Case((_wp * 3, 3, _wp != 0), "3 bits"),),
-             _ste_mistakes(quant.masked_quantize) + (
+             _ste_mistakes(_masked_minmax) + (
               ("takes min and max over every weight, the pruned zeros included; take them over the kept ones",
                _masked_wrong("range")),
               ("does not keep the pruned weights at 0: the naive quantizer rounds them to a level",
                _masked_wrong("naive")),
               ("gives the pruned weights a level (min of the kept weights); they must stay exactly 0",
                _masked_wrong("level"))),
-             run=_kept_gradient),
+             run=_kept_gradient, parts=_PARTS, forbidden=_quant_forbidden("masked_quantize", "_range")),
     Exercise("lab3 (f)", "symmetric_quantize", quant.symmetric_quantize,
              (Case((_wq, 2), "60 weights, 2 bits (levels -s, 0, s)"), Case((_wq_conv, 4), "a conv weight, 4 bits"),
               Case((_wq - 0.3, 3), "weights mostly negative, 3 bits")),
              (Case((_wq + 0.3, 3), "weights mostly positive, 3 bits"), Case((_wq, 8), "8 bits")),
-             _ste_mistakes(quant.symmetric_quantize) + (
+             _ste_mistakes(_symmetric) + (
               ("uses m = 2^b - 1; the levels s k, k = -m..m, fit in b bits only with m = 2^(b-1) - 1",
                lambda w, b: w + (_symmetric(w, b, m_of=lambda b: 2 ** b - 1) - w).detach()),
               ("uses m = 2^(b-1); then k = -m..m are 2^b + 1 levels, one more than b bits hold",
                lambda w, b: w + (_symmetric(w, b, m_of=lambda b: 2 ** (b - 1)) - w).detach()),
               ("scales by max w, not max |w|", lambda w, b: w + (_symmetric(w, b, signed=True) - w).detach())),
-             run=_with_gradient),
+             run=_with_gradient, parts=_PARTS, forbidden=_quant_forbidden("symmetric_quantize")),
 ]}
