@@ -35,13 +35,14 @@ $(STAMP): requirements.txt pyproject.toml | $(BIN)/python
 results: $(STAMP)  ## regenerate book/results.md from the reference runs' labs/results/*.json
 	$(BIN)/python scripts/make_results.py
 
-student: $(STAMP)  ## write the student notebooks (handouts, valid nbgrader source notebooks) into student/
+student: $(STAMP)  ## write the handouts (valid nbgrader source notebooks) and the labkit wheel they install into student/, to publish
 	$(BIN)/python scripts/make_student.py
 
 grade: $(STAMP)  ## grade SUBMISSIONS=<folder> of submitted notebooks into grades.csv (+ grades.answers.md)
 	$(BIN)/python scripts/grade.py $(SUBMISSIONS) --out grades.csv
 
-book: results student  ## build the course site into _build/html (strict: any warning fails); SITE=handout: no solutions
+book: results  ## build the course site into _build/html (strict: any warning fails); SITE=handout: no solutions
+	$(BIN)/python scripts/make_student.py --draft
 	LABKIT_SITE=$(SITE) $(BIN)/jupyter-book build . $(BOOK_FLAGS)
 	@echo "The site is at _build/html/index.html"
 
@@ -62,7 +63,7 @@ notebooks-2024: $(STAMP)  ## re-execute the notebooks in the CI profile under th
 reference: $(STAMP)  ## the reference run: re-execute every notebook in place, full profile
 	$(BIN)/python scripts/run_notebooks.py
 	$(BIN)/python scripts/make_results.py
-	$(BIN)/python scripts/make_student.py
+	$(BIN)/python scripts/make_student.py --draft
 
 bench: $(STAMP)  ## every benchmarks/bench_*.py, one after the other
 	@set -e; for script in benchmarks/bench_*.py; do \

@@ -42,7 +42,7 @@ Layer 6:
 Naming: a table of one result is its ``.table()`` method (``History.table``, ``Sparsity.table``);
 a table comparing several is the module's ``<what>_table(...)`` function.
 """
-__version__ = "0.1.0"
+__version__ = "0.1.0"   # pyproject.toml's version (tests/test_handouts.py holds them equal); the handouts pin it
 
 LAYERS = (
     ("settings", "course", "checks", "tables", "stats", "layers", "progress", "files", "huffman"),

@@ -78,7 +78,7 @@ def test_a_handout_holds_no_line_of_any_solution_and_no_output(ms, path):
 def test_the_handouts_first_cell_installs_labkit_and_picks_the_quick_run(ms):
     first = nbformat.read(REPO / "student" / LABS[0].name, as_version=4).cells[0]
     assert first.cell_type == "code" and 'find_spec("labkit") is None' in first.source
-    assert ms.repository() in first.source and 'QUICK = True' in first.source
+    assert ms.wheel_url() in first.source and 'QUICK = True' in first.source
 
 
 def test_the_solutions_view_drops_markers_and_hidden_tests(ms):
