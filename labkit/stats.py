@@ -397,12 +397,14 @@ class SeedComparison:
 def _seed_side(name: str, X: np.ndarray) -> Side:
     """One side of :func:`compare_seeds`: X is (seeds, images) of 0/1."""
     seeds, images = X.shape
-    acc = X.mean(axis=1)                                      # (seeds,) each seed's accuracy
+    right = X.sum(axis=1)                                     # (seeds,) images right, whole numbers
+    acc = right / images                                      # (seeds,) each seed's accuracy
     if seeds == 1:
         return Side(name, float(acc[0]), 0.0, math.inf, f"{acc[0] * 100:.2f} % (one run)")
     residual = X - acc[:, None] - X.mean(axis=0)[None, :] + X.mean()   # (seeds, images)
     ms_res = float((residual ** 2).sum()) / ((seeds - 1) * (images - 1))
-    var = max(float(acc.var(ddof=1)) / seeds - ms_res / (seeds * images), 0.0)
+    s2 = float(right.var(ddof=1)) / images ** 2               # from the counts: exactly 0 when all seeds agree
+    var = max(s2 / seeds - ms_res / (seeds * images), 0.0)
     return Side(name, float(acc.mean()), var, seeds - 1, f"{pm(acc)} ({seeds} seeds)")
 
 

@@ -1,8 +1,11 @@
-"""labkit.stats: the noise of accuracies and of their differences, against hand values."""
+"""labkit.stats: the noise of accuracies and of their differences, against hand values (the simulations that
+prove the intervals: tests/test_stats_simulation.py)."""
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from labkit import stats
 
@@ -103,6 +106,7 @@ def test_compare_seeds_against_one_accuracy_adds_its_binomial_noise():
     assert "the seeds' and the test images' standard errors, Student's t, 10.8 degrees of freedom" in str(c)
     tight = stats.compare("a", [0.5, 0.5 + 1e-6, 0.5 + 2e-6], "b", 0.52, images=10_000)   # binomial side dominates
     assert "test images' standard errors, Student's t, normal approximation" in str(tight)
+    assert tight.df > 1e15 and tight.margin == pytest.approx(1.959964 * tight.se, rel=1e-6)  # the hand-written t broke there
     assert stats.compare("a", np.float32(0.5), "b", 0.6, images=[100, 200]).se == \
         pytest.approx(math.sqrt(0.25 / 100 + 0.24 / 200))                 # numpy scalars, a list of counts
 
@@ -135,3 +139,166 @@ def test_compare_with_seeds_known_by_their_summary_equals_compare_with_the_value
         stats.compare("a", a, "b", stats.Seeds(0.7, 0.01, 1))
     with pytest.raises(ValueError, match="outside"):
         stats.compare("a", a, "b", stats.Seeds(70.0, 1.0, 3))
+
+
+def test_t_distribution_is_scipys():
+    for df in (1, 2.3, 4, 17.5, 300, 1e6, 1e12):
+        assert stats.t_quantile(0.975, df) == pytest.approx(scipy_stats.t.ppf(0.975, df), rel=1e-12)
+        assert stats.t_cdf(-1.7, df) == pytest.approx(scipy_stats.t.cdf(-1.7, df), rel=1e-12)
+    with pytest.raises(ValueError, match="df"):
+        stats.t_quantile(0.975, 0)
+    with pytest.raises(ValueError, match="p must"):
+        stats.t_quantile(1.0, 3)
+
+
+# ------------------------------------------------------------------------ image by image: McNemar
+
+def _paired(both, a_only, b_only, neither):
+    """Per-image correctness of two models with the given counts of the four cells."""
+    a = [True] * both + [True] * a_only + [False] * b_only + [False] * neither
+    b = [True] * both + [False] * a_only + [True] * b_only + [False] * neither
+    return np.array(a), np.array(b)
+
+
+def _exact_p(k, m):
+    """Two-sided exact binomial p-value of k of m under p = 1/2, by hand: the total probability of
+    the outcomes no more likely than k."""
+    return float(min(1, sum(Fraction(math.comb(m, j), 2 ** m) for j in range(m + 1) if math.comb(m, j) <= math.comb(m, k))))
+
+
+@pytest.mark.parametrize("both, a_only, b_only, neither", [(400, 20, 8, 81), (900, 46, 15, 56), (80, 3, 3, 14),
+                                                           (50, 0, 5, 5), (950, 30, 31, 6)])
+def test_mcnemar_counts_p_value_and_interval_against_hand_computation(both, a_only, b_only, neither):
+    a, b = _paired(both, a_only, b_only, neither)
+    perm = np.random.default_rng(0).permutation(a.size)                # the order of the images is irrelevant
+    r = stats.mcnemar("A", a[perm], "B", b[perm])
+    n = a.size
+    assert (r.n, r.a_only, r.b_only, r.disagreements) == (n, a_only, b_only, a_only + b_only)
+    assert r.a_acc == pytest.approx((both + a_only) / n) and r.b_acc == pytest.approx((both + b_only) / n)
+    assert r.diff == pytest.approx(r.a_acc - r.b_acc)
+    assert r.p_value == pytest.approx(_exact_p(a_only, a_only + b_only), rel=1e-9)
+    assert r.beyond_noise == (r.p_value < 0.05)
+    p01, p10 = (a_only + 1) / (n + 2), (b_only + 1) / (n + 2)          # Bonett-Price, by hand
+    half = scipy_stats.norm.ppf(0.975) * math.sqrt((p01 + p10 - (p01 - p10) ** 2) / (n + 2))
+    assert (r.low, r.high) == pytest.approx((p01 - p10 - half, p01 - p10 + half), rel=1e-12, abs=1e-15)
+    swapped = stats.mcnemar("B", b, "A", a)                            # symmetric
+    assert swapped.p_value == pytest.approx(r.p_value) and swapped.diff == pytest.approx(-r.diff)
+    assert (swapped.low, swapped.high) == pytest.approx((-r.high, -r.low))
+
+
+def test_mcnemar_sentences():
+    fp, int6 = _paired(900, 46, 15, 56)                                # float wins 46 disagreements, int6 15
+    r = stats.mcnemar("int6", int6, "float", fp)
+    assert r.higher == "float" and r.beyond_noise and r.p_value < 0.001
+    text = str(r)
+    assert text.startswith(f"int6, {r.a_acc * 100:.2f} % (1017 images), is lower than float, {r.b_acc * 100:.2f} % "
+                           f"(the same images), by {abs(r.diff) * 100:.2f} points (95 % interval ")
+    assert "beyond the noise (McNemar's exact test on the 61 images where they disagree, 15 for int6 and 46 for float: " \
+           "p < 0.001 < 0.05)." in text
+    a, b = _paired(400, 20, 12, 77)
+    close = stats.mcnemar("a", a, "b", b)
+    assert not close.beyond_noise and close.low < 0 < close.high
+    assert f"p = {close.p_value:.3f} >= 0.05), so this run does not tell them apart." in str(close)
+    a, b = _paired(400, 6, 6, 77)
+    tie = stats.mcnemar("a", a, "b", b)
+    assert tie.higher is None and tie.p_value == 1 and "score the same" in str(tie) and "within the noise" in str(tie)
+    a, b = _paired(400, 0, 0, 77)
+    same = stats.mcnemar("a", a, "b", b)
+    assert same.p_value == 1 and not same.beyond_noise and "no disagreement" in str(same)
+    assert same.low < 0 < same.high                                   # the interval still has a width
+
+
+@pytest.mark.parametrize("a, b, match", [
+    (np.ones(10, bool), np.ones(9, bool), "same images"),
+    (np.ones((3, 10), bool), np.ones((3, 10), bool), "compare_seeds"),
+    (np.full(10, 0.9), np.ones(10, bool), "per-image correctness"),      # accuracies, not correctness
+    (np.ones(0, bool), np.ones(0, bool), "no images"),
+])
+def test_mcnemar_refuses_what_it_cannot_judge(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        stats.mcnemar("a", a, "b", b)
+
+
+# ------------------------------------------------- image by image: methods over seeds (compare_seeds)
+
+def _seed_variance_by_hand(X):
+    """A side's seed part, from the two-way table's sums of squares (total = seeds + images + residual)."""
+    S, N = len(X), len(X[0])
+    grand = sum(map(sum, X)) / (S * N)
+    rows = [sum(r) / N for r in X]
+    cols = [sum(X[s][i] for s in range(S)) / S for i in range(N)]
+    ss_total = sum((x - grand) ** 2 for r in X for x in r)
+    ss_seed = N * sum((r - grand) ** 2 for r in rows)
+    ss_image = S * sum((c - grand) ** 2 for c in cols)
+    ms_res = (ss_total - ss_seed - ss_image) / ((S - 1) * (N - 1))
+    return max(ss_seed / (S - 1) / N / S - ms_res / (S * N), 0.0)
+
+
+def test_compare_seeds_against_a_hand_computation():
+    rng = np.random.default_rng(1)
+    X = rng.random((3, 200)) < np.array([[0.80], [0.85], [0.82]])        # a: (3 seeds, 200 images)
+    Y = rng.random((4, 200)) < 0.75                                      # b: (4 seeds, the same images)
+    c = stats.compare_seeds("a", X, "b", Y)
+    x, y = X.astype(float).tolist(), Y.astype(float).tolist()
+    per_image = [sum(r[i] for r in x) / 3 - sum(r[i] for r in y) / 4 for i in range(200)]
+    d = sum(per_image) / 200
+    v_img = sum((v - d) ** 2 for v in per_image) / 199 / 200
+    v_a, v_b = _seed_variance_by_hand(x), _seed_variance_by_hand(y)
+    assert c.diff == pytest.approx(X.mean() - Y.mean()) and c.diff == pytest.approx(d)
+    assert (c.image_var, c.a.var, c.b.var) == pytest.approx((v_img, v_a, v_b))
+    assert v_a > 0                                                       # the seeds' spread of a is counted
+    parts = [(v, df) for v, df in ((v_img, 199), (v_a, 2), (v_b, 3)) if v > 0]
+    var = sum(v for v, _ in parts)
+    df = var ** 2 / sum(v ** 2 / k for v, k in parts)                    # Welch-Satterthwaite
+    assert c.se == pytest.approx(math.sqrt(var)) and c.df == pytest.approx(df)
+    assert c.margin == pytest.approx(scipy_stats.t.ppf(0.975, df) * math.sqrt(var))
+    assert (c.low, c.high) == pytest.approx((d - c.margin, d + c.margin))
+    assert c.beyond_noise == (abs(d) > c.margin) and c.higher == "a"
+    # ints of 0/1 and a torch-like array: the same
+    assert stats.compare_seeds("a", X.astype(int), "b", Y.astype(np.float32)).se == pytest.approx(c.se)
+
+
+def test_compare_seeds_counts_the_images_that_welch_over_seeds_leaves_out():
+    # seeds that agree perfectly: Welch's t sees no noise at all, the images still have theirs
+    rng = np.random.default_rng(2)
+    a_model, b_model = rng.random(509) < 0.86, rng.random(509) < 0.83
+    X, Y = np.tile(a_model, (3, 1)), np.tile(b_model, (3, 1))
+    old = stats.compare("a", list(X.mean(1)), "b", list(Y.mean(1)))
+    new = stats.compare_seeds("a", X, "b", Y)
+    assert old.se < 1e-12                                                # no noise over seeds (up to rounding)
+    assert new.a.var == 0 and new.b.var == 0
+    assert new.se == pytest.approx(math.sqrt(new.image_var)) and new.se > 0.01
+    assert new.df == pytest.approx(508)                                  # the images' part alone
+
+
+def test_compare_seeds_sentences():
+    rng = np.random.default_rng(4)
+    f = rng.random((3, 509)) < np.array([[0.87], [0.875], [0.88]])
+    c_ = rng.random((3, 509)) < 0.80
+    r = stats.compare_seeds("(f)", f, "(c)", c_)
+    acc_f = f.mean(axis=1)
+    text = str(r)
+    assert r.beyond_noise and r.higher == "(f)"
+    assert text.startswith(f"(f), {stats.pm(acc_f)} (3 seeds), is higher than (c), ")
+    assert f"by {r.diff * 100:.2f} points (standard error {r.se * 100:.2f}, 95 % interval " \
+           f"{r.low * 100:.2f} to {r.high * 100:.2f}): beyond the noise (more than {r.margin * 100:.2f} points; " \
+           f"95 %, the seeds' and the test images' noise, 509 images shared, Student's t, " \
+           f"{r.df:.1f} degrees of freedom)." in text
+    near = stats.compare_seeds("(d)", c_[:, ::-1], "(c)", c_)             # same accuracies per seed, other images
+    assert "within the noise (a difference below" in str(near) or near.diff == 0
+    fixed = stats.compare_seeds("pretrained", f[0], "(c)", c_)            # one fixed model against seeds
+    assert fixed.a.var == 0 and "(one run)" in str(fixed)
+    assert "score the same" in str(stats.compare_seeds("a", f, "b", f))
+    flat = stats.compare_seeds("a", np.ones((3, 20), bool), "b", np.ones((2, 20), bool))
+    assert not flat.noise_known and not flat.beyond_noise
+
+
+@pytest.mark.parametrize("a, b, match", [
+    (np.ones((3, 10), bool), np.ones((3, 9), bool), "same images"),
+    (np.ones(10, bool), np.ones(10, bool), "mcnemar"),                   # two single runs
+    (np.full((3, 10), 0.9), np.ones((3, 10), bool), "per-image correctness"),
+    (np.ones((3, 1), bool), np.ones((3, 1), bool), "two images"),
+])
+def test_compare_seeds_refuses_what_it_cannot_judge(a, b, match):
+    with pytest.raises(ValueError, match=match):
+        stats.compare_seeds("a", a, "b", b)
