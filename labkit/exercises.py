@@ -140,7 +140,9 @@ def _plain(x) -> np.ndarray:
     except Exception:                                        # noqa: BLE001 - what it was is the message
         raise _NotPlain(f"a {what}, which is not a number or an array of numbers") from None
     if a.dtype.kind not in "biuf" or a.dtype.itemsize > 8:
-        raise _NotPlain(f"a {what} of dtype {a.dtype}, not a number or an array of numbers")
+        if isinstance(x, (np.ndarray, torch.Tensor)):
+            raise _NotPlain(f"a {what} of dtype {a.dtype}, not of real numbers or booleans")
+        raise _NotPlain(f"a {what}, which is not a number or an array of numbers")
     if a.size > MAX_VALUES:
         raise _NotPlain(f"a {what} of {a.size} values, more than a check reads ({MAX_VALUES})")
     return np.array(a, copy=True)
