@@ -2,13 +2,14 @@
 
     python benchmarks/bench_grade.py                  # 200 submissions, 2 processes
     python benchmarks/bench_grade.py --n 50 --jobs 1
+    python benchmarks/bench_grade.py --trust-submissions   # without the sandbox, for comparison
 
 The submissions are made here from the solved notebook: a third solved, a third blank (the
 student edition), a third with one planted mistake each (a different part each time), so that
 passing and failing checks, and the error paths, are all timed. It prints the wall time, the
 submissions per second and the time per submission, and checks every grade (a solved one scores
-full marks, a blank one zero, a planted one loses that part's points). Goal (issue: grading):
-200 submissions of Lab 2 in under 10 minutes on the 2-core machine.
+full marks, a blank one zero, a planted one loses that part's points). Goal: 200 submissions of
+Lab 2 in under 10 minutes on the 2-core machine, each graded in its own sandbox (bubblewrap).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--trust-submissions", action="store_true", help="grade without the sandbox")
     args = parser.parse_args()
     grade = _grade_module()
     solved = nbformat.read(REPO / "labs" / "lab2_pruning.ipynb", as_version=4)
@@ -62,14 +64,16 @@ def main() -> None:
         labs = grade.course_labs()
         start = time.monotonic()
         grade.warm_up(labs)
-        graded = grade.grade_all(sorted(folder.iterdir()), labs, jobs=args.jobs, timeout=60, root=folder)
+        graded = grade.grade_all(sorted(folder.iterdir()), labs, jobs=args.jobs, timeout=60, root=folder,
+                                 sandboxed=not args.trust_submissions)
         seconds = time.monotonic() - start
     full = {c: p for c, (_, _, p) in labs["lab2_pruning"].checks.items()}
     for g in graded:
         wrong = expected[g.submission]
         want = full if wrong is None else {c: 0.0 for c in full} if wrong == "all" else dict(full, **{wrong: 0.0})
         assert g.checks == want, (g.submission, g.checks, want)
-    print(f"{args.n} Lab 2 submissions graded in {seconds:.1f} s with {args.jobs} processes "
+    where = "without a sandbox" if args.trust_submissions else "each in its own sandbox"
+    print(f"{args.n} Lab 2 submissions graded {where} in {seconds:.1f} s, {args.jobs} at a time "
           f"({args.n / seconds:.1f} per second, {seconds / args.n * 1000:.0f} ms each, start-up included); "
           f"every grade as expected; goal: 200 in under 600 s")
 

@@ -1,39 +1,67 @@
 """Grade a folder of submitted lab notebooks by the assignment's points.
 
-    python scripts/grade.py SUBMISSIONS [--out grades.csv] [--jobs 2] [--timeout 60]
+    python scripts/grade.py SUBMISSIONS [--out grades.csv] [--jobs 2] [--timeout 30]
 
 SUBMISSIONS holds the students' notebooks, flat (``alice_lab2.ipynb``) or one folder per student
 (``alice/lab2_pruning.ipynb``, nbgrader's layout); each is matched to its lab by the exercise ids
-(nbgrader ``grade_id``) it carries, so a renamed file still grades. For every exercise the grader
-runs, in a fresh process forked from this one, the lab's import cell, the reference solutions of
-the lab's other exercises, the student's own solution cell and the lab's check cell *as the solved
-notebook has it*, hidden tests included (a student who edits or deletes a check changes nothing).
-So each part is graded on its own code only, no training runs, and a notebook grades in seconds.
-nbgrader's ``determine_grade`` scores each check cell (an error: 0 points, otherwise its points).
+(nbgrader ``grade_id``) it carries, so a renamed file still grades.
+
+Student code is untrusted, and this process never imports or runs it. Each submission is graded in
+a sandbox of its own (scripts/sandbox.py: bubblewrap; no network, its own PID namespace, a read-only
+system, an empty private home, an unprivileged user, limits on memory, CPU time, processes and file
+size) that sees only a job folder: the lab's import cell, this student's exercise cells, and a copy
+of labkit in which every graded reference raises "labkit's <name> is not available while grading
+<part>". Inside, each exercise runs in a process of its own (scripts/sandbox_runner.py): the cells it
+needs (its own, and the student's cells that define what it uses), then
+``labkit.exercises.observe`` calls the student's function on the check's visible and hidden inputs
+and returns plain data (arrays, dtypes, whether an input changed, an exception's type and message).
+Here, ``labkit.exercises.judge`` compares those data with labkit's reference on the same inputs and
+names the mistake; nbgrader's ``determine_grade`` scores each check cell (a mistake: 0 points,
+otherwise its points). So nothing a student's code does in its process (patching numpy, torch,
+labkit or the checker, exiting, printing) can change a verdict, and a hang, a crash or an exit in one
+exercise cell costs that cell's parts and those that use what it defines, no others.
+
+Where no sandbox can be had (no bubblewrap, not Linux) the grader refuses, saying why, unless the
+instructor passes ``--trust-submissions`` (the same processes and judge, without the isolation).
 
 The ten concepts (student/concepts.ipynb) are a submission like a lab, of answer cells only.
 Written answers (markdown answer cells) are not scored here: they are listed, with each student's
-text, in ``<out>.answers.md`` for the instructor to grade by hand. The points live in the solved
-notebooks' cell metadata (``nbgrader.points``); change them there.
+text quoted, in ``<out>.answers.md`` for the instructor to grade by hand. The points live in the
+solved notebooks' cell metadata (``nbgrader.points``); change them there. Both files are written
+once, at the end, atomically; the CSV is safe to open in a spreadsheet (OWASP's CSV-injection rule).
 
-A submission that is not a notebook, carries none of a lab's exercises, or runs past ``--timeout``
-seconds gets a line saying so (zero points for what was not graded), and grading goes on.
+A submission that is not a notebook, carries none of a lab's exercises, has malformed metadata, or
+whose sandbox fails gets a line saying so (zero points for what was not graded), and grading goes on.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import csv
-import multiprocessing as mp
+import io
+import json
+import os
 import re
+import shutil
 import sys
+import tempfile
+import threading
 import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import sandbox  # noqa: E402  (scripts/sandbox.py, beside this file)
+
 REPO = Path(__file__).resolve().parents[1]
 LABS = REPO / "labs"
+RUNNER = Path(__file__).resolve().parent / "sandbox_runner.py"
+MAX_NOTEBOOK = 20 << 20                            # bytes: a larger file is not read
+MAX_ANSWER = 20_000                                # characters of one written answer kept for the instructor
 
 
 @dataclass
@@ -51,7 +79,9 @@ class Lab:
 
 
 def _meta(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
+    meta = cell.get("metadata", {}) if isinstance(cell, dict) else {}
+    found = meta.get("nbgrader", {}) if isinstance(meta, dict) else {}
+    return found if isinstance(found, dict) else {}
 
 
 def load_lab(path: Path) -> Lab:
@@ -84,118 +114,103 @@ def part_of(grade_id: str) -> str:
     return f"({found.group(1)})" if found else grade_id
 
 
-# --- grading one exercise, in a forked child ------------------------------------------------------------
+def checked(check_src: str) -> tuple[str, str] | None:
+    """The (exercise key, function name) a check cell checks: ``exercises.check("lab2 (b)", keep_mask)``."""
+    found = re.search(r'exercises\.check\("([^"]+)",\s*([A-Za-z_]\w*)', check_src)
+    return (found.group(1), found.group(2)) if found else None
 
-# labkit's references (and what they are built from), by the module of the exercise's reference: a
-# student's cell that reads one of these names off a module is refused (`_uses_reference`)
-REFERENCES = {
-    "labkit.sparse_linear": {"gradient", "project_top_k", "l1_subgradient", "soft_threshold", "trimmed_l1_step", "_top_k"},
-    "labkit.prune": {"keep_mask", "global_threshold", "apply_mask", "linear_schedule", "total_sparsity",
-                     "magnitude_threshold", "sparsity", "Mask"},
-    "labkit.quant": {"ste_quantize", "masked_quantize", "symmetric_quantize", "QuantizeSTE", "encode", "quantize",
-                     "_encode", "Quantize"},
-}
 
+# --- what the sandbox gets: the cells a part needs, and labkit without its references --------------------
 
 def _python(src: str) -> str:
-    """A cell's source as plain Python (IPython's own transformer: magics become get_ipython() calls)."""
+    """A cell's source as plain Python (IPython's transformer: magics become get_ipython() calls)."""
     from IPython.core.inputtransformer2 import TransformerManager
     return TransformerManager().transform_cell(src)
 
 
-class _Shell:
-    """What a cell's magics call in the grader: %time, %timeit and %%capture run their code, others nothing."""
-
-    def __init__(self, ns):
-        self.ns = ns
-
-    def run_line_magic(self, name, line, *args, **kwargs):
-        if name in ("time", "timeit"):
-            exec(compile(_python(line), "<magic>", "exec"), self.ns)
-
-    def run_cell_magic(self, name, line, cell, *args, **kwargs):
-        if name in ("time", "timeit", "capture"):
-            exec(compile(_python(cell), "<magic>", "exec"), self.ns)
-
-    def system(self, *args, **kwargs):
-        pass
-
-
-def _uses_reference(src: str, key: str) -> str | None:
-    """The labkit reference a student's cell reads (``quant.ste_quantize``, ``from labkit.prune import
-    keep_mask``), or None."""
-    import ast
-    from labkit import exercises
-    names = REFERENCES.get(exercises.EXERCISES[key].reference.__module__, set())
+def _names(src: str) -> tuple[set[str], set[str]]:
+    """(names a cell defines at its top level, names it reads anywhere); a cell that does not parse
+    defines and reads nothing (running it reports the error)."""
     try:
         tree = ast.parse(_python(src))
-    except SyntaxError:
-        return None                                    # the run reports it
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and node.attr in names:
-            return node.attr
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("labkit"):
-            for alias in node.names:
-                if alias.name in names:
-                    return alias.name
-    return None
+    except (SyntaxError, ValueError, RecursionError):
+        return set(), set()
+    defined, used = set(), set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            defined.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        else:
+            defined |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return defined, used
 
 
-def _key_of(check_src: str) -> str | None:
-    found = re.search(r'exercises\.check\("([^"]+)"', check_src)
-    return found.group(1) if found else None
+def needed(cells: list[tuple[str, str]], own: int) -> list[int]:
+    """The indices of the cells part ``own`` runs, in notebook order: its own, and every other cell that
+    defines a name it (or a cell it needs) reads. So a hang or an exit in a cell costs the parts that
+    use what that cell defines, and no others."""
+    names = [_names(src) for _, src in cells]
+    want, keep, changed = set(names[own][1]), {own}, True
+    while changed:
+        changed = False
+        for i, (defined, used) in enumerate(names):
+            if i not in keep and defined & want:
+                keep.add(i)
+                want |= used
+                changed = True
+    return sorted(keep)
 
 
-def _run_exercise(lab: Lab, exercise: str, student: dict[str, str], check_src: str) -> str | None:
-    """Run one exercise's check on the student's code; None if it passed, else the error line.
-
-    The namespace: the lab's imports, the student's other exercise cells (their helpers; errors
-    ignored), the references of the other exercises (the assignment's names are the course's), the
-    student's cell of this exercise, then the check as the solved notebook has it, with labkit's
-    checker restored whatever the student's cells did to it."""
-    import contextlib
-    import io
-    import traceback
-
+def labkit_without(keys: list[str], dest: Path) -> Path:
+    """A copy of labkit under ``dest`` in which every reference of the exercises ``keys`` (and what it is
+    built from: `labkit.exercises.forbidden`) raises RuntimeError("labkit's <name> is not available while
+    grading <key>"): rewritten in the source, so no copy of its code is in the sandbox. Returns ``dest``."""
     from labkit import exercises
-    real_check, registry, entries = exercises.check, exercises.EXERCISES, dict(exercises.EXERCISES)
-    ns: dict = {"__name__": "__grading__"}
-    ns["get_ipython"] = lambda: _Shell(ns)
-    run = lambda src, name: exec(compile(_python(src), name, "exec"), ns)
-    mine = student.get(exercise, "raise NotImplementedError()")
-    key = _key_of(check_src)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        try:
-            run(lab.imports, "<imports>")
-            for other, src in student.items():
-                if other != exercise:
-                    with contextlib.suppress(BaseException):
-                        run(src, f"<your {other}>")
-            for other, src in lab.solutions.items():
-                if other != exercise:
-                    run(src, f"<reference {other}>")
-            if key and (name := _uses_reference(mine, key)):
-                raise exercises.Mistake(f"{key}: the exercise cell uses labkit's {name}; the exercise is to "
-                                        f"write it yourself")
-            run(mine, f"<your {exercise}>")
-            exercises.check, exercises.EXERCISES = real_check, registry
-            registry.clear()
-            registry.update(entries)
-            ns["exercises"] = exercises
-            run(check_src, "<check>")
-        except BaseException as e:                       # noqa: BLE001 - any failure scores 0
-            line = traceback.format_exception_only(type(e), e)[-1].strip()
-            return line[:400]
-    return None
+    where: dict[str, dict[str, str]] = {}
+    for key in keys:
+        for module, names in exercises.forbidden(key).items():
+            for name in names:
+                where.setdefault(module, {}).setdefault(name, key)
+    src = REPO / "labkit"
+    (dest / "labkit").mkdir(parents=True)
+    for path in sorted(src.glob("*.py")):
+        module = f"labkit.{path.stem}"
+        text = path.read_text(encoding="utf-8")
+        if module in where:
+            text = _stubbed(text, where[module], exercises.UNAVAILABLE)
+        (dest / "labkit" / path.name).write_text(text, encoding="utf-8")
+    return dest
 
 
-def _child(lab: Lab, student: dict[str, str], check_id: str, conn) -> None:
-    import torch
-    torch.set_num_threads(1)
-    exercise, check_src, _ = lab.checks[check_id]
-    conn.send(_run_exercise(lab, exercise, student, check_src))
-    conn.close()
+def _stubbed(text: str, names: dict[str, str], message: str) -> str:
+    """Module source with the functions (and every method of the classes) named in ``names`` raising."""
+    tree = ast.parse(text)
 
+    def stub(fn, name, key):
+        error = ast.parse(f"raise RuntimeError({message.format(name=name, key=key)!r})").body[0]
+        fn.body = [error]
+        fn.decorator_list = [d for d in fn.decorator_list
+                             if isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod", "property")]
+
+    found = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in names:
+            stub(node, node.name, names[node.name])
+            found.add(node.name)
+        elif isinstance(node, ast.ClassDef) and node.name in names:
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    stub(item, node.name, names[node.name])
+            found.add(node.name)
+    missing = set(names) - found
+    if missing:
+        raise ValueError(f"labkit.exercises.forbidden names {sorted(missing)}, which the module does not define")
+    return ast.unparse(tree) + "\n"
+
+
+# --- reading submissions ------------------------------------------------------------------------------------
 
 @dataclass
 class Graded:
@@ -217,32 +232,75 @@ def _score(points: float, error: str | None) -> float:
     return float(determine_grade(cell)[0])
 
 
-def _match(nb, labs: dict[str, Lab]) -> Lab | None:
-    ids = {_meta(c).get("grade_id") for c in nb.cells} - {None}
+def _cells(nb) -> list[tuple[str, str, str]]:
+    """(cell type, grade id, source) of every cell that carries a usable nbgrader grade id; cells whose
+    metadata are not what nbgrader writes are skipped."""
+    out = []
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        raise ValueError("it has no list of cells")
+    for cell in cells:
+        m = _meta(cell)
+        grade_id, source, kind = m.get("grade_id"), cell.get("source", ""), cell.get("cell_type")
+        if isinstance(source, list) and all(isinstance(s, str) for s in source):
+            source = "".join(source)
+        if isinstance(grade_id, str) and isinstance(source, str) and kind in ("code", "markdown") \
+                and m.get("solution") is True:
+            out.append((kind, grade_id, source))
+    return out
+
+
+def _match(ids: set[str], labs: dict[str, Lab]) -> Lab | None:
     known = lambda lab: set(lab.solutions) | set(lab.checks) | set(lab.answers)
     best = max(labs.values(), key=lambda lab: len(ids & known(lab)))
     return best if ids & known(best) else None
 
 
 def _read(path: Path, labs: dict[str, Lab], root: Path | None):
-    """The Graded record of a submission and what its exercises need: (graded, lab, student cells)."""
+    """The Graded record of a submission and its exercise cells: (graded, lab, [(grade id, source)])."""
     g = Graded(str(path.relative_to(root)) if root else path.name)
     try:
-        nb = nbformat.read(path, as_version=4)
+        if path.stat().st_size > MAX_NOTEBOOK:
+            raise ValueError(f"it is larger than {MAX_NOTEBOOK >> 20} MB")
+        nb = json.loads(path.read_bytes().decode("utf-8"))
+        cells = _cells(nb)
     except Exception as e:                              # noqa: BLE001 - reported, not raised
         g.status = f"not a notebook ({type(e).__name__}: {str(e)[:120]})"
-        return g, None, {}
-    lab = _match(nb, labs)
+        return g, None, []
+    lab = _match({grade_id for _, grade_id, _ in cells}, labs)
     if lab is None:
         g.status = "no exercise of any lab found (is it a lab notebook?)"
-        return g, None, {}
+        return g, None, []
     g.lab = lab.name
-    student = {_meta(c)["grade_id"]: c.source for c in nb.cells
-               if c.cell_type == "code" and _meta(c).get("solution") and _meta(c).get("grade_id") in lab.solutions}
-    g.answers = {_meta(c)["grade_id"]: c.source for c in nb.cells
-                 if c.cell_type == "markdown" and _meta(c).get("grade_id") in lab.answers}
-    return g, lab, student
+    code, seen = [], set()
+    for kind, grade_id, source in cells:
+        if grade_id in seen:
+            continue                                    # a duplicated cell: the first one counts
+        seen.add(grade_id)
+        if kind == "code" and grade_id in lab.solutions:
+            code.append((grade_id, source))
+        elif kind == "markdown" and grade_id in lab.answers:
+            g.answers[grade_id] = source[:MAX_ANSWER]
+    return g, lab, code
 
+
+def submissions(folder: Path) -> list[Path]:
+    """The notebooks of a submissions folder: every ``*.ipynb`` file below it, none in a hidden folder
+    (``.ipynb_checkpoints``); nbgrader's other files (``timestamp.txt``) are not submissions. Symbolic
+    links are followed only where they stay inside the folder."""
+    root = Path(folder).resolve()
+    found = []
+    for top, dirs, files in os.walk(root):              # os.walk does not descend into linked folders
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            path = Path(top) / name
+            if name.endswith(".ipynb") and not name.startswith(".") and path.resolve().is_relative_to(root) \
+                    and path.resolve().is_file():
+                found.append(Path(folder) / path.relative_to(root))
+    return sorted(found)
+
+
+# --- grading: one sandbox per submission, the verdicts here ---------------------------------------------------
 
 def course_labs() -> dict[str, Lab]:
     """What a submission can be: a lab with exercises, or the concepts (answer cells only)."""
@@ -252,68 +310,166 @@ def course_labs() -> dict[str, Lab]:
 
 
 def warm_up(labs: dict[str, Lab]) -> None:
-    """Import what the labs' import cells import, once, here: every forked child then has it."""
-    import contextlib
-    import io
-
-    from IPython.core.inputtransformer2 import TransformerManager  # noqa: F401 - used by every child
+    """Import here what judging needs (labkit's references), once."""
     from labkit import exercises  # noqa: F401
-    for lab in labs.values():
-        with contextlib.redirect_stdout(io.StringIO()):
-            exec(compile(lab.imports, f"<{lab.name} imports>", "exec"), {"__name__": "__grading__"})
+    from nbgrader.utils import determine_grade  # noqa: F401
+
+
+def _frames(data: bytes) -> dict[str, tuple[str, str, list[bytes]]]:
+    """The runner's answers: per part id, (status, message, [observation bytes]). Anything malformed ends
+    the reading there (the parts not read count as not answered)."""
+    out, view = {}, memoryview(data)
+    at = 0
+    while at < len(data):
+        end = data.find(b"\n", at, at + 4096)
+        if end < 0:
+            break
+        try:
+            head = json.loads(bytes(view[at:end]))
+            sizes = [int(n) for n in head["sizes"]]
+            part, status, message = str(head["id"]), str(head["status"]), str(head["message"])
+        except Exception:                               # noqa: BLE001 - untrusted bytes
+            break
+        at = end + 1
+        if any(n < 0 for n in sizes) or at + sum(sizes) > len(data):
+            break
+        blobs = []
+        for n in sizes:
+            blobs.append(bytes(view[at:at + n]))
+            at += n
+        out.setdefault(part, (status, message, blobs))
+    return out
+
+
+def _verdict(key: str, answer: tuple[str, str, list[bytes]] | None, why_missing: str) -> str | None:
+    """None if the part passed, else the line that says why not. Runs no student code: it decodes
+    plain arrays and judges them against labkit's reference here."""
+    from labkit import exercises
+    if answer is None:
+        return why_missing
+    status, message, blobs = answer
+    if status != "ok":
+        return message or status
+    if len(blobs) != 2:
+        return "the part's answer could not be read"
+    try:
+        exercises.judge(key, exercises.decode(blobs[0]))
+        exercises.judge(key, exercises.decode(blobs[1]), hidden=True)
+    except exercises.Mistake as e:
+        return str(e)
+    except Exception as e:                              # noqa: BLE001 - a malformed observation scores 0
+        return f"the part's answer could not be judged ({type(e).__name__})"
+    return None
+
+
+class Grader:
+    """Grades submissions of the course's labs: the job folders, the labkit copies, the sandboxes."""
+
+    def __init__(self, labs: dict[str, Lab], *, timeout: float = 30.0, sandboxed: bool = True,
+                 limits: sandbox.Limits = sandbox.Limits()):
+        if sandboxed and (reason := sandbox.why_unavailable()):
+            raise RuntimeError(f"the grader runs students' code only inside a sandbox, and none can be made "
+                               f"here: {reason}. Only if you trust every submission, pass --trust-submissions "
+                               f"(the same grading without the isolation).")
+        self.labs, self.timeout, self.sandboxed, self.limits = labs, timeout, sandboxed, limits
+        self.work = Path(tempfile.mkdtemp(prefix="labkit-grading-"))
+        self.libs: dict[str, Path] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def close(self) -> None:
+        shutil.rmtree(self.work, ignore_errors=True)
+
+    def _lib(self, lab: Lab) -> Path:
+        with self._lock:
+            if lab.name not in self.libs:
+                keys = [checked(src)[0] for _, src, _ in lab.checks.values() if checked(src)]
+                self.libs[lab.name] = labkit_without(keys, self.work / "labkit" / lab.name)
+            return self.libs[lab.name]
+
+    def _job(self, lab: Lab, cells: list[tuple[str, str]]) -> tuple[Path, dict]:
+        with self._lock:
+            self._count += 1
+            folder = self.work / f"job{self._count}"
+        (folder / "lib").mkdir(parents=True)
+        own = {grade_id: i for i, (grade_id, _) in enumerate(cells)}
+        parts, keys = [], {}
+        for check_id, (exercise, src, _) in lab.checks.items():
+            target = checked(src)
+            if target is None or exercise not in own:
+                continue
+            keys[check_id] = target[0]
+            parts.append({"id": check_id, "key": target[0], "function": target[1],
+                          "cells": needed(cells, own[exercise]), "timeout": self.timeout})
+        lim = self.limits
+        job = {"imports": lab.imports, "cells": [list(c) for c in cells], "parts": parts,
+               "limits": {"memory": lim.memory, "cpu_seconds": min(lim.cpu_seconds, int(self.timeout) + 1),
+                          "processes": lim.processes, "file_size": lim.file_size}}
+        (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
+        shutil.copy(RUNNER, folder / "runner.py")
+        return folder, keys
+
+    def grade(self, path: Path, root: Path | None = None) -> Graded:
+        """One submission, whatever it holds: a Graded record, never an exception."""
+        try:
+            return self._grade(path, root)
+        except Exception as e:                          # noqa: BLE001 - the class survives any notebook
+            name = str(path.relative_to(root)) if root else path.name
+            return Graded(name, status=f"not graded: {type(e).__name__}: {str(e)[:200]}")
+
+    def _grade(self, path: Path, root: Path | None) -> Graded:
+        g, lab, cells = _read(path, self.labs, root)
+        if lab is None or not lab.checks:
+            return g
+        folder, keys = self._job(lab, cells)
+        try:
+            budget = 20 + self.timeout * (len(lab.checks) + 1)
+            result = sandbox.run(folder, [sys.executable, f"{sandbox.JOB}/runner.py"], timeout=budget,
+                                 limits=self.limits, lib=self._lib(lab), sandboxed=self.sandboxed)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        answers = _frames(result.stdout)
+        if result.timed_out:
+            why = f"not answered: the submission's sandbox ran past {budget:g} s and was stopped"
+        elif result.truncated:
+            why = "not answered: the submission's sandbox wrote more than it may"
+        elif result.returncode != 0:
+            why = f"not answered: the submission's sandbox stopped (exit status {result.returncode})"
+        else:
+            why = "not answered"
+        for check_id, (_, _, points) in lab.checks.items():
+            key = keys.get(check_id)
+            error = _verdict(key, answers.get(check_id), why) if key else "no check to run"
+            if error == "timeout":                      # the runner stopped this part at its time limit
+                error = f"timed out after {self.timeout:g} s"
+                g.status = "graded; a part timed out"
+            g.checks[check_id] = _score(points, error)
+            if error:
+                g.errors[check_id] = error[:400]
+        if len(answers) < len(keys) and g.status == "graded":
+            g.status = f"graded; {why}" if why != "not answered" else "graded; some parts did not answer"
+        return g
 
 
 def grade_all(paths: list[Path], labs: dict[str, Lab], *, jobs: int = 2, timeout: float = 30.0,
-              root: Path | None = None) -> list[Graded]:
-    """Grade every path: each exercise in its own forked process, at most ``jobs`` at once, each
-    within ``timeout`` seconds (a hang costs that part only)."""
-    ctx = mp.get_context("fork")
-    done, tasks = [], []
-    for path in paths:
-        g, lab, student = _read(path, labs, root)
-        done.append(g)
-        if lab is not None:
-            tasks += [(g, lab, student, check_id) for check_id in lab.checks]
-    running = []
-    while tasks or running:
-        while tasks and len(running) < jobs:
-            g, lab, student, check_id = tasks.pop(0)
-            parent, child = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child, args=(lab, student, check_id, child), daemon=True)
-            proc.start()
-            child.close()
-            running.append((g, lab, check_id, proc, parent, time.monotonic()))
-        time.sleep(0.002)
-        for item in list(running):
-            g, lab, check_id, proc, conn, start = item
-            error, finished = None, False
-            try:
-                if conn.poll():
-                    error, finished = conn.recv(), True
-            except EOFError:
-                error, finished = "the grading process died", True
-            if not finished and not proc.is_alive():
-                error, finished = "the grading process died", True
-            if not finished and time.monotonic() - start > timeout:
-                error, finished = f"timed out after {timeout:g} s", True
-                g.status = "graded; a part timed out"
-            if finished:
-                proc.join(timeout=1)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-                conn.close()
-                g.checks[check_id] = _score(lab.checks[check_id][2], error)
-                if error:
-                    g.errors[check_id] = error
-                running.remove(item)
-    for g in done:                                      # the lab's order of checks
-        lab = labs.get(g.lab)
-        if lab:
-            g.checks = {c: g.checks[c] for c in lab.checks}
-            g.errors = {c: g.errors[c] for c in lab.checks if c in g.errors}
-    return done
+              root: Path | None = None, sandboxed: bool = True, progress=None) -> list[Graded]:
+    """Grade every path, ``jobs`` submissions at once, each in its own sandbox; every part within
+    ``timeout`` seconds (a hang costs that part only). Results in the order of ``paths``."""
+    grader = Grader(labs, timeout=timeout, sandboxed=sandboxed)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            futures = [pool.submit(grader.grade, path, root) for path in paths]
+            done = []
+            for future in futures:
+                done.append(future.result())
+                if progress:
+                    progress(done[-1])
+        return done
+    finally:
+        grader.close()
 
+
+# --- the grades: CSV, answers, console -------------------------------------------------------------------
 
 BONUS = {"lab3_quantization": {"(d)", "(e)"}}     # the assignment's bonus parts
 
@@ -350,50 +506,104 @@ def table(graded: list[Graded], labs: dict[str, Lab]) -> tuple[list[str], list[l
     return header, rows
 
 
-def write_answers(path: Path, graded: list[Graded], labs: dict[str, Lab]) -> None:
-    lines = ["# Written answers, to grade by hand", ""]
+def printable(text: str) -> str:
+    """Text from a submission as it may reach a terminal: control and format characters (escape
+    sequences, carriage returns, bidirectional overrides) escaped, ``\\x1b`` -> ``\\x1b`` literally."""
+    out = []
+    for ch in str(text):
+        if unicodedata.category(ch)[0] in "CZ" and ch != " ":
+            out.append(ch.encode("unicode_escape").decode("ascii") if ord(ch) < 0x10000 else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def spreadsheet_safe(cell) -> str:
+    """A CSV cell that a spreadsheet shows as text: one that begins with =, +, -, @, a tab or a carriage
+    return gets a leading ' (OWASP, CSV injection); with every cell quoted, that is the whole rule."""
+    text = str(cell)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+def _atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def csv_text(header: list[str], rows: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
+    writer.writerows([[spreadsheet_safe(c) for c in row] for row in [header] + rows])
+    return buffer.getvalue()
+
+
+def _fence(text: str) -> str:
+    """``text`` as a fenced block that no line of it can close: Markdown and HTML inside stay text."""
+    longest = max((len(m) for m in re.findall(r"`+|~+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _heading(text: str) -> str:
+    """A submission's name as heading text: escaped, so it opens nothing."""
+    text = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_{}\[\]#|~])", r"\\\1", text)
+
+
+def answers_text(graded: list[Graded], labs: dict[str, Lab]) -> str:
+    lines = ["# Written answers, to grade by hand", "",
+             "Each answer is quoted as the student wrote it (a block of text, not rendered).", ""]
     for g in graded:
         if not g.answers:
             continue
-        lines += [f"## {g.submission} ({g.lab})", ""]
+        lines += [f"## {_heading(g.submission)} ({g.lab})", ""]
         for answer_id, text in g.answers.items():
             pts = labs[g.lab].answers.get(answer_id, 0)
             lines += [f"### {answer_id} ({pts:g} points)" if pts else f"### {answer_id} (not graded)", "",
-                      text.strip() or "(empty)", ""]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+                      _fence(text.strip()) if text.strip() else "(empty)", ""]
+    return "\n".join(lines) + "\n"
 
 
-def submissions(folder: Path) -> list[Path]:
-    """The notebooks of a submissions folder: every ``*.ipynb`` below it, none in a hidden folder
-    (``.ipynb_checkpoints``); nbgrader's other files (``timestamp.txt``) are not submissions."""
-    return sorted(p for p in folder.rglob("*.ipynb")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+def write_answers(path: Path, graded: list[Graded], labs: dict[str, Lab]) -> None:
+    _atomic(path, answers_text(graded, labs))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("submissions", type=Path)
     parser.add_argument("--out", type=Path, default=Path("grades.csv"))
-    parser.add_argument("--jobs", type=int, default=max(1, min(mp.cpu_count(), 8)))
+    parser.add_argument("--jobs", type=int, default=max(1, min(os.cpu_count() or 1, 8)))
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per exercise")
+    parser.add_argument("--trust-submissions", action="store_true",
+                        help="grade without the sandbox (only where bubblewrap cannot run, and only for code you trust)")
     args = parser.parse_args(argv)
     if not args.submissions.is_dir():
         parser.error(f"{args.submissions} is not a folder of submitted notebooks")
+    if not args.trust_submissions and (reason := sandbox.why_unavailable()):
+        print(f"grade.py: not grading: the grader runs students' code only inside a sandbox, and none can be "
+              f"made here: {reason}. Only if you trust every submission, pass --trust-submissions.", file=sys.stderr)
+        return 2
     labs = course_labs()
     warm_up(labs)
     paths = submissions(args.submissions)
     start = time.monotonic()
-    graded = grade_all(paths, labs, jobs=args.jobs, timeout=args.timeout, root=args.submissions)
+    graded = grade_all(paths, labs, jobs=args.jobs, timeout=args.timeout, root=args.submissions,
+                       sandboxed=not args.trust_submissions)
     header, rows = table(graded, labs)
-    with args.out.open("w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([header] + rows)
     answers = args.out.with_suffix(".answers.md")
+    _atomic(args.out, csv_text(header, rows))
     write_answers(answers, graded, labs)
     for g, row in zip(graded, rows):
-        print(f"{g.submission}: {row[-3]}/{row[-2]} points from the checks" + (f", {row[-1]} by hand" if row[-1] else "")
-              + (f" ({g.status})" if g.status != "graded" else "")
-              + "".join(f"\n    {part_of(c)} {e}" for c, e in g.errors.items()))
-    print(f"{len(graded)} submissions graded in {time.monotonic() - start:.1f} s with {args.jobs} processes: "
+        print(printable(f"{g.submission}: {row[-3]}/{row[-2]} points from the checks")
+              + (f", {row[-1]} by hand" if row[-1] else "")
+              + (f" ({printable(g.status)})" if g.status != "graded" else "")
+              + "".join(f"\n    {part_of(c)} {printable(e)}" for c, e in g.errors.items()))
+    print(f"{len(graded)} submissions graded in {time.monotonic() - start:.1f} s, {args.jobs} at a time"
+          f"{' in sandboxes' if not args.trust_submissions else ' WITHOUT a sandbox (--trust-submissions)'}: "
           f"{args.out} (points per part), {answers} (written answers to grade by hand)")
     return 0
 

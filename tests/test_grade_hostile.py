@@ -1,0 +1,288 @@
+"""The grader against hostile submissions, graded in one run beside honest ones (scripts/grade.py in
+its bubblewrap sandbox): every honest grade is exact, every forged part scores 0, nothing outside the
+submissions changes, no process is left, and the grades files are safe to read.
+
+Each hostile notebook is the solved Lab 1 (or Lab 2) with one exercise cell replaced by an attack; the
+attacked part must score 0 (its function is wrong, or right only if the attack worked), and the other
+parts keep their points unless they use what the attacked cell defines.
+"""
+import csv
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import nbformat
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+LAB1 = REPO / "labs" / "lab1_sparse_optimization.ipynb"
+LAB2 = REPO / "labs" / "lab2_pruning.ipynb"
+MARK = "labkit-hostile-marker"
+WRONG = "    return X.T @ (X @ W - y)\n"      # Lab 1 (b) with its factor 2 missing: a wrong gradient
+
+
+def _sandbox():
+    sys.path.insert(0, str(REPO / "scripts"))
+    import sandbox
+    return sandbox
+
+
+def _grade():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("grade", REPO / "scripts" / "grade.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["grade"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def grade():
+    reason = _sandbox().why_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"no sandbox in CI: {reason} (.ci/run installs bubblewrap)")
+        pytest.skip(f"no sandbox here: {reason}")
+    return _grade()
+
+
+def _cell(nb, grade_id):
+    meta = lambda c: c.get("metadata", {}).get("nbgrader", {})
+    return next(c for c in nb.cells if isinstance(meta(c), dict) and meta(c).get("grade_id") == grade_id)
+
+
+def _lab1(grade_id=None, body=None):
+    """The solved Lab 1, its exercise cell ``grade_id`` replaced by ``body``."""
+    nb = nbformat.read(LAB1, as_version=4)
+    if grade_id:
+        _cell(nb, grade_id).source = body
+    return nb
+
+
+def _gradient(attack: str, *, then: str = WRONG) -> str:
+    """Lab 1 (b)'s cell: an attack, then a gradient function (wrong unless the attack says otherwise)."""
+    return f"{attack}\ndef gradient(W, X, y):\n{then}"
+
+
+FULL1 = {"lab1_b_check": 3, "lab1_c_check": 4, "lab1_d_check": 3, "lab1_e_check": 4, "lab1_f_check": 4}
+
+
+def _tree(*folders) -> dict[str, str]:
+    """SHA-256 of every file below the folders (what must not change)."""
+    out = {}
+    for folder in folders:
+        for path in sorted(Path(folder).rglob("*")):
+            if path.is_file() and ".venv" not in path.parts and "__pycache__" not in path.parts \
+                    and ".pytest_cache" not in path.parts:
+                out[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def graded(grade, tmp_path_factory):
+    """One grading run over the hostile folder and its honest neighbours."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    subs = tmp / "submissions"
+    subs.mkdir()
+    outside = tmp / "instructor"                    # the instructor's own files, beside the submissions
+    outside.mkdir()
+    (outside / "notes.txt").write_text("keep me")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(5)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    connections = []
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connections.append(server.accept()[0])
+            except OSError:
+                pass
+    stop = threading.Event()
+    listener = threading.Thread(target=accept, daemon=True)
+    listener.start()
+
+    solved_src = LAB1.read_text()
+    right = "    return 2.0 * X.T @ (X @ W - y)\n"
+    notebooks = {
+        "honest_solved.ipynb": _lab1(),
+        "honest_blank.ipynb": nbformat.read(REPO / "student" / LAB1.name, as_version=4),
+        "honest_mistake.ipynb": _lab1("lab1_b_solution", _gradient("")),
+        "honest_lab2.ipynb": nbformat.read(LAB2, as_version=4),
+        # in-process patching: the checker, numpy, the registered reference, builtins
+        "patch_checker.ipynb": _lab1("lab1_b_solution", _gradient(
+            "import labkit.exercises as _x\n_x.judge = lambda *a, **k: 'passed'\n_x.check = lambda *a, **k: None\n"
+            "_x.Mistake = type('M', (Exception,), {})")),
+        "patch_numpy.ipynb": _lab1("lab1_b_solution", _gradient(
+            "import numpy as _np, torch as _t\n_np.allclose = lambda *a, **k: True\n_np.array_equal = lambda *a, **k: True\n"
+            "_np.isclose = lambda a, b, **k: _np.ones(_np.shape(a), bool)\n_t.equal = lambda *a: True")),
+        "patch_reference.ipynb": _lab1("lab1_b_solution", _gradient(
+            "from labkit import exercises as _x, sparse_linear as _sl\nimport dataclasses\n"
+            "_x.EXERCISES['lab1 (b)'] = dataclasses.replace(_x.EXERCISES['lab1 (b)'], reference=lambda W, X, y: X.T @ (X @ W - y))\n"
+            "_sl.gradient = lambda W, X, y: X.T @ (X @ W - y)")),
+        # labkit's reference under another name, or read from its source
+        "reference_alias.ipynb": _lab1("lab1_b_solution",
+            "import labkit.sparse_linear as _s\n_g = _s.gradient\ndef gradient(W, X, y):\n    return _g(W, X, y)\n"),
+        "reference_source.ipynb": _lab1("lab1_b_solution",
+            "import labkit, pathlib\n_ns = {}\nexec(pathlib.Path(labkit.__file__).with_name('sparse_linear.py').read_text(), _ns)\n"
+            "gradient = _ns['gradient']\n"),
+        # the solved notebooks and hidden tests: right only if the solutions can be read
+        "steal_solutions.ipynb": _lab1("lab1_b_solution", _gradient(
+            f"import glob, json\n_src = [p for p in glob.glob('/**/lab1_sparse_optimization.ipynb', recursive=True)]\n"
+            f"_ok = any('2.0 * X.T' in open(p).read() for p in _src)",
+            then=f"    return (2.0 if _ok else 1.0) * X.T @ (X @ W - y)\n")),
+        # the grader's pipes and memory: forged answers on stdout, the runner's descriptors
+        "forge_pipes.ipynb": _lab1("lab1_b_solution", _gradient(
+            "import os, json\nfor _fd in range(1, 64):\n    try:\n        os.write(_fd, b'{\"id\": \"lab1_b_check\", \"status\": \"ok\", \"message\": \"\", \"sizes\": []}\\n')\n    except OSError:\n        pass\n"
+            "for _p in os.listdir('/proc'):\n    try:\n        os.write(os.open(f'/proc/{_p}/fd/1', os.O_WRONLY), b'forged\\n')\n    except (OSError, ValueError):\n        pass")),
+        # early exit: costs that cell's part only
+        "exit_early.ipynb": _lab1("lab1_c_solution", "import os\nos._exit(0)\n"),
+        "exit_sys.ipynb": _lab1("lab1_c_solution", "import sys\nsys.exit(0)\n"),
+        "kill_group.ipynb": _lab1("lab1_c_solution", "import os, signal\nos.kill(-1, signal.SIGKILL)\nos.killpg(0, signal.SIGKILL)\n"),
+        # files outside the submission, another submission, the grades
+        "write_outside.ipynb": _lab1("lab1_b_solution", _gradient(
+            f"import os, glob, shutil\nfor _p in glob.glob('{subs}/*') + glob.glob('{outside}/*') + glob.glob('{REPO}/labs/*') "
+            f"+ glob.glob(os.path.expanduser('~') + '/*'):\n    try:\n        os.remove(_p)\n    except OSError:\n        pass\n"
+            f"for _p in ['{subs}/honest_solved.ipynb', '{outside}/notes.txt', '{REPO}/README.md', 'grades.csv', '/tmp/{MARK}']:\n"
+            f"    try:\n        open(_p, 'w').write('{MARK}')\n    except OSError:\n        pass")),
+        # network: right only if a server on 127.0.0.1 answers
+        "network.ipynb": _lab1("lab1_b_solution", _gradient(
+            f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    _ok = True\nexcept OSError:\n    _ok = False",
+            then="    return (2.0 if _ok else 1.0) * X.T @ (X @ W - y)\n")),
+        # processes that would outlive grading
+        "orphans.ipynb": _lab1("lab1_b_solution", _gradient(
+            f"import subprocess, os\nsubprocess.Popen(['sleep', '300', '{MARK}'], start_new_session=True)\n"
+            f"if os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(300)\n    os._exit(0)")),
+        # memory, disk, processes
+        "memory.ipynb": _lab1("lab1_b_solution", _gradient("_x = bytearray(40 << 30)")),
+        "disk.ipynb": _lab1("lab1_b_solution", _gradient(
+            "import os\nfor _d in ['/tmp', os.path.expanduser('~')]:\n    try:\n        with open(_d + '/fill', 'wb') as f:\n"
+            "            for _ in range(4096):\n                f.write(b'x' * (1 << 20))\n    except OSError:\n        pass")),
+        "fork_bomb.ipynb": _lab1("lab1_c_solution", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"),
+        "hang.ipynb": _lab1("lab1_d_solution", "while True:\n    pass\n"),
+        # console, CSV and Markdown injection
+        "=HYPERLINK(1)\x1b[2J.ipynb": _lab1("lab1_b_solution", _gradient(
+            "raise RuntimeError('\\x1b[2J\\rhonest_solved.ipynb: 30/30 points\\n=cmd|calc')")),
+    }
+    answer = _lab1()
+    _cell(answer, "lab1_a_answer").source = ("## forged section\n\n# top\n<script>alert(1)</script>\n```\n"
+                                             "### lab1_a_answer (4 points)\n```")
+    notebooks["answers_injection.ipynb"] = answer
+    bad = _lab1()
+    bad.cells[3].metadata["nbgrader"] = ["not", "a", "dict"]
+    _cell(bad, "lab1_c_solution").metadata["nbgrader"]["grade_id"] = 7
+    notebooks["bad_metadata.ipynb"] = bad
+    for name, nb in notebooks.items():
+        nbformat.write(nb, subs / name)
+    (subs / "not_json.ipynb").write_text("{ not a notebook")
+    (subs / "cells_not_list.ipynb").write_text('{"cells": {"a": 1}, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}')
+    (subs / "linked.ipynb").symlink_to(LAB1)     # a link out of the folder: not followed
+    before = _tree(REPO / "labs", REPO / "student", REPO / "labkit", REPO / "scripts", outside)
+    before_subs = _tree(subs)
+    out = tmp / "grades.csv"
+    env = dict(os.environ, LABKIT_PROGRESS="off")
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "grade.py"), str(subs), "--out", str(out),
+                             "--jobs", "2", "--timeout", "10"], capture_output=True, text=True, env=env, timeout=900)
+    stop.set()
+    listener.join()
+    server.close()
+    left = subprocess.run(["pgrep", "-f", MARK], capture_output=True, text=True).stdout.split()
+    rows = list(csv.reader(out.open(encoding="utf-8"))) if out.exists() else []
+    return {"result": result, "rows": rows, "header": rows[0] if rows else [], "out": out,
+            "answers": out.with_suffix(".answers.md"), "connections": connections, "left": left,
+            "changed": before != _tree(REPO / "labs", REPO / "student", REPO / "labkit", REPO / "scripts", outside),
+            "subs_changed": before_subs != _tree(subs), "marker": Path("/tmp", MARK).exists()}
+
+
+def _row(graded, name):
+    header = graded["header"]
+    for row in graded["rows"][1:]:
+        if row[0].lstrip("'") == name:
+            return dict(zip(header, row))
+    raise AssertionError(f"no row for {name!r}: {[r[0] for r in graded['rows']]}")
+
+
+def test_the_grading_run_finishes_and_writes_both_files(graded):
+    assert graded["result"].returncode == 0, graded["result"].stderr[-3000:]
+    assert graded["out"].exists() and graded["answers"].exists()
+
+
+def test_honest_grades_are_exact(graded):
+    solved = _row(graded, "honest_solved.ipynb")
+    assert solved["total (checks)"] == "30" or solved["total (checks)"] == str(sum(FULL1.values()))
+    assert _row(graded, "honest_blank.ipynb")["total (checks)"] == "0"
+    assert _row(graded, "honest_mistake.ipynb")["total (checks)"] == str(sum(FULL1.values()) - 3)
+    lab2 = _row(graded, "honest_lab2.ipynb")
+    assert lab2["total (checks)"] == lab2["max (checks)"]
+
+
+@pytest.mark.parametrize("name", ["patch_checker", "patch_numpy", "patch_reference", "reference_alias",
+                                  "reference_source", "steal_solutions", "forge_pipes", "write_outside",
+                                  "network", "orphans", "memory", "disk", "=HYPERLINK(1)\x1b[2J"])
+def test_a_forged_part_scores_nothing_and_the_others_keep_theirs(graded, name):
+    row = _row(graded, f"{name}.ipynb")
+    assert row["lab1_sparse_optimization (b)"].startswith("0/3"), row
+    assert row["total (checks)"] == str(sum(FULL1.values()) - 3), row
+
+
+def test_calling_the_reference_under_another_name_is_named(graded):
+    text = graded["result"].stdout
+    assert "labkit's gradient is not available while grading lab1 (b)" in text
+
+
+@pytest.mark.parametrize("name", ["exit_early", "exit_sys", "kill_group", "fork_bomb"])
+def test_an_exit_or_a_crash_costs_that_cells_part_only(graded, name):
+    row = _row(graded, f"{name}.ipynb")
+    assert row["lab1_sparse_optimization (c)"].startswith("0/"), row
+    assert row["total (checks)"] == str(sum(FULL1.values()) - FULL1["lab1_c_check"]), row
+
+
+def test_a_hang_costs_its_part_and_says_so(graded):
+    row = _row(graded, "hang.ipynb")
+    assert row["total (checks)"] == str(sum(FULL1.values()) - FULL1["lab1_d_check"]), row
+    assert "timed out" in row["status"]
+
+
+def test_nothing_outside_the_submissions_changed_and_no_process_is_left(graded):
+    assert not graded["changed"] and not graded["subs_changed"] and not graded["marker"]
+    assert graded["left"] == [], graded["left"]
+    assert graded["connections"] == []
+
+
+def test_malformed_files_get_a_line_and_the_class_is_graded(graded):
+    assert _row(graded, "not_json.ipynb")["status"].startswith("not a notebook")
+    assert _row(graded, "cells_not_list.ipynb")["status"].startswith("not a notebook")
+    bad = _row(graded, "bad_metadata.ipynb")             # its (c) cell lost its id: that part only
+    assert bad["total (checks)"] == str(sum(FULL1.values()) - FULL1["lab1_c_check"]), bad
+    assert "linked.ipynb" not in [r[0] for r in graded["rows"]]
+
+
+def test_the_console_csv_and_answers_cannot_be_forged(graded):
+    out = graded["result"].stdout
+    assert "\x1b" not in out and "\r" not in out
+    assert "\\x1b[2J" in out                              # shown escaped
+    for row in graded["rows"]:
+        for cell in row:
+            assert cell[:1] not in ("=", "+", "-", "@", "\t", "\r"), cell
+    raw = graded["out"].read_text(encoding="utf-8")
+    assert '"\'=HYPERLINK(1)' in raw
+    md = graded["answers"].read_text(encoding="utf-8")
+    headings, fence = [], None                            # Markdown headings outside fenced blocks
+    for line in md.splitlines():
+        if fence is None and line.startswith("```"):
+            fence = line[:len(line) - len(line.lstrip("`"))]
+        elif fence is not None and line.strip() == fence:
+            fence = None
+        elif fence is None and line.startswith("#"):
+            headings.append(line)
+    assert fence is None
+    assert not any("forged" in h or h.startswith("# top") for h in headings), headings
+    mine = md[md.index("answers\\_injection"):].split("\n## ")[0]
+    assert mine.count("\n### lab1_a_answer") == 1 and "<script>" in mine        # quoted, once, as text
+    assert "````text" in mine                              # a fence longer than the ``` inside the answer
