@@ -61,7 +61,7 @@ def save(net: nn.Module, path, *, what: str | None = None, data: data_.CIFAR10 |
     if problems:
         raise ValueError("checkpoints.save: this model could not be loaded back, so nothing was "
                          "written:\n  " + "\n  ".join(problems))
-    description = files.run_description(kind="model", what=what, **files.state_summary(state),
+    description = files.run_description(kind="a model (checkpoints.save)", what=what, **files.state_summary(state),
                                         fingerprint=None if data is None else data_.fingerprint(data))
     return files.save_torch(state, path, description=description)
 

@@ -23,14 +23,19 @@ The device is the model's: move the model with ``net.to(devices.pick_device())``
 moves the data there. Nothing inside a step waits for the device: the loss and the count of correct
 predictions accumulate on the device and ``.item()`` is called once per epoch.
 
-Nothing lost: settings must be finite (``lr=inf`` is refused); a loss that turns non-finite stops
-the run with :class:`TrainingDiverged` (epoch and step named, the weights of the epoch's start put
-back); Ctrl-C raises :class:`TrainingInterrupted` with the History of the finished epochs and the
-model at the end of the last of them; ``checkpoint=`` writes what ``resume=True`` continues from;
-:class:`SaveBest` and the checkpoint are written atomically.
+Nothing lost: settings must be finite and fit float32 (``lr=inf`` or ``1e300`` is refused); a loss
+that turns non-finite, or a parameter or buffer that does (checked at the end of every epoch, before
+anything is recorded or written: a BatchNorm running variance can overflow while the loss stays
+finite), stops the run with :class:`TrainingDiverged` (the weights of the epoch's start put back);
+Ctrl-C raises :class:`TrainingInterrupted` with the History of the finished epochs and the model at
+the end of the last of them; every other error ``train`` raises carries that History too
+(``error.history``); ``checkpoint=`` writes what ``resume=True`` continues from (and a refused resume
+loads nothing); :class:`SaveBest` and the checkpoint are written atomically, refuse non-finite
+tensors, say what they hold (``labkit.files.read_description``) and are checked whole when read back.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import math
@@ -43,16 +48,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks, settings
-from .data import CIFAR10, Split, batches
+from . import checks, files, settings
+from .data import CIFAR10, Split, batches, fingerprint
 from .devices import MEMORY_FORMATS, PRECISIONS, autocast, model_device, resolve_memory_format, resolve_precision
-from .files import save_torch
 from .layers import evaluating
 from .progress import bar
 from .tables import table
 
 __all__ = ["TrainConfig", "Callback", "SaveBest", "History", "TrainingDiverged", "TrainingInterrupted",
            "train", "evaluate"]
+
+
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _float32_model(net: nn.Module, what: str) -> None:
+    """Refuse a model whose floating-point parameters or buffers are not float32 (a ``net.half()``):
+    labkit keeps fp32 weights and computes in bf16/fp16 with autocast, so the optimizer's updates are
+    not rounded away."""
+    other = sorted({str(t.dtype) for t in itertools.chain(net.parameters(), net.buffers())
+                    if t.is_floating_point() and t.dtype != torch.float32})
+    if other:
+        raise ValueError(f"{what} needs a float32 model, this one has {', '.join(other)} tensors: convert it with "
+                         f"net.float(); to train in bf16/fp16 keep the float32 model and set "
+                         f"TrainConfig(precision='bf16' or 'fp16') (autocast); evaluation is always fp32")
 
 
 @dataclass(frozen=True)
@@ -76,10 +95,14 @@ class TrainConfig:
     def __post_init__(self):
         checks.integer("epochs", self.epochs, minimum=0)
         checks.integer("batch_size", self.batch_size, minimum=1)
-        checks.integer("seed", self.seed, minimum=0)
+        checks.integer("seed", self.seed, minimum=0, maximum=2**64 - 1)   # what torch's generators hold
         checks.number("lr", self.lr, positive=True)
         checks.number("momentum", self.momentum, minimum=0)
         checks.number("weight_decay", self.weight_decay, minimum=0)
+        for name in ("lr", "momentum", "weight_decay"):      # finite, yet no float32 holds it: the weights become inf
+            if getattr(self, name) > _FLOAT32_MAX:
+                raise ValueError(f"{name} must be at most {_FLOAT32_MAX:.4g} (the largest float32, the weights' "
+                                 f"format), got {getattr(self, name)!r}")
         checks.one_of("precision", self.precision, PRECISIONS)
         checks.one_of("memory_format", self.memory_format, MEMORY_FORMATS)
         checks.flag("augment", self.augment)
@@ -108,6 +131,7 @@ def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
         raise ValueError(f"evaluate needs a labkit.data.Split, got {type(split).__name__}{hint}")
     if len(split) == 0:
         raise ValueError("evaluate: the split holds no images")
+    _float32_model(net, "evaluate")
     device = model_device(net)
     memory_format = resolve_memory_format("auto", device)
     convert = memory_format == torch.channels_last and not _channels_last(net)
@@ -164,11 +188,23 @@ class SaveBest(Callback):
     the eligible epoch of the best validation accuracy, the first of equal ones; without validation
     images (no selection) every eligible epoch, so that the file holds the last one. The file is
     written atomically (:func:`labkit.files.save_torch`): a save that fails halfway leaves the
-    previous one as it was."""
+    previous one as it was, and :attr:`best` moves only once the file is written. A non-finite tensor
+    is refused (named). The file says what it holds (``labkit.files.read_description``: a best model,
+    the epoch, its validation accuracy, sparsity and bit widths, the data's fingerprint, which
+    :func:`train` gives it, profile, edition and labkit's version); ``train`` checks its folder before
+    the first step."""
 
     def __init__(self, path):
         self.path = path
         self.best = -math.inf
+        self.fingerprint = None      # the data's (labkit.data.fingerprint), set by train
+
+    def _save(self, epoch, net, record):
+        state = net.state_dict()
+        description = files.run_description(kind="a best model (train.SaveBest)", what=None, epoch=epoch + 1,
+                                            val_acc=record.get("val_acc"), fingerprint=self.fingerprint,
+                                            **files.state_summary(state))
+        files.save_torch(state, self.path, description=description)
 
     def on_resume(self, history):
         eligible = [r for r in history.records if r.get("eligible", True)]
@@ -179,10 +215,10 @@ class SaveBest(Callback):
         if not record.get("eligible", True):
             return
         if _selection_key([record]) == "last":
-            save_torch(net.state_dict(), self.path)
+            self._save(epoch, net, record)
         elif record["val_acc"] > self.best:
-            self.best = record["val_acc"]
-            save_torch(net.state_dict(), self.path)
+            self._save(epoch, net, record)
+            self.best = record["val_acc"]          # only once the file is written
 
 
 @dataclass
@@ -296,13 +332,16 @@ def _is_fraction(key: str) -> bool:
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss turned non-finite (inf or NaN). The model was reset to the weights it had
+    """The training loss turned non-finite (inf or NaN), or a parameter or buffer did (found at the end
+    of the epoch, before anything was recorded or written). The model was reset to the weights it had
     at the start of the epoch (the last finite state); ``history`` holds the finished epochs,
-    ``epoch`` (from 1) and ``step`` (from 1) say where the loss first turned non-finite."""
+    ``epoch`` (from 1) says where; ``step`` (from 1) the step where the loss first turned non-finite,
+    None when the loss stayed finite and the model's tensors did not (``tensors`` names them)."""
 
-    def __init__(self, message: str, *, history: "History", epoch: int, step: int):
+    def __init__(self, message: str, *, history: "History", epoch: int, step: int | None,
+                 tensors: tuple[str, ...] = ()):
         super().__init__(message)
-        self.history, self.epoch, self.step = history, epoch, step
+        self.history, self.epoch, self.step, self.tensors = history, epoch, step, tuple(tensors)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -339,6 +378,27 @@ class _Snapshot:
             t.copy_(copy)
 
 
+def _non_finite(net: nn.Module) -> list[str]:
+    """The parameters and buffers of ``net`` holding an inf or a NaN (one sync for all of them)."""
+    named = [(n, t) for n, t in itertools.chain(net.named_parameters(), net.named_buffers()) if t.is_floating_point()]
+    if not named:
+        return []
+    finite = torch.stack([torch.isfinite(t).all() for _, t in named]).cpu()
+    return [] if bool(finite.all()) else [n for (n, _), ok in zip(named, finite.tolist()) if not ok]
+
+
+def _check_folders(checkpoint: Path | None, callbacks) -> None:
+    """The files this run will write must be writable where they are named, before the first step."""
+    paths = [("checkpoint=", checkpoint)] if checkpoint is not None else []
+    paths += [("SaveBest", Path(cb.path)) for cb in callbacks if isinstance(cb, SaveBest)]
+    for what, path in paths:
+        if path.is_dir():
+            raise IsADirectoryError(f"{what} {path} is a folder; name a file to write; nothing was trained")
+        if not path.resolve().parent.is_dir():
+            raise FileNotFoundError(f"{what} {path}: its folder {path.parent} does not exist; create it first "
+                                    f"(e.g. Path({str(path.parent)!r}).mkdir(parents=True)); nothing was trained")
+
+
 def _sizes(data: CIFAR10) -> dict:
     """The image counts of a run's data, stored in its checkpoint: a resumed run must use the same."""
     return {"train": len(data.train), "val": 0 if data.val is None else len(data.val), "test": len(data.test)}
@@ -349,7 +409,13 @@ def _resume_from(path: Path, config: TrainConfig, data: CIFAR10, net, optimizer,
     if not path.is_file():
         raise FileNotFoundError(f"resume=True but there is no checkpoint {path}: run "
                                 f"train(..., checkpoint={str(path)!r}) first (resume=False)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = files.load_torch(path, what="training checkpoint")   # every record checked against its CRC-32
+    if not (isinstance(state, dict) and {"config", "model", "optimizer", "scaler", "generator", "records"} <= set(state)):
+        kind = (files.read_description(path) or {}).get("kind") or (
+            "a model's weights (SaveBest's or checkpoints.save's file)" if isinstance(state, dict) else "no training checkpoint")
+        raise ValueError(f"cannot resume from {path}: it holds {kind}, not a training checkpoint (the file "
+                         f"train(..., checkpoint=path) writes every epoch, with the optimizer's state and the "
+                         f"records); load a model's weights with labkit.checkpoints.load(path); nothing was loaded")
     saved, now = dict(state["config"], epochs=config.epochs), dataclasses.asdict(config)
     changed = {k: (saved.get(k, "absent"), now.get(k, "absent")) for k in saved.keys() | now.keys()
                if saved.get(k, "absent") != now.get(k, "absent")}
@@ -359,8 +425,21 @@ def _resume_from(path: Path, config: TrainConfig, data: CIFAR10, net, optimizer,
     if state.get("data") != _sizes(data):
         raise ValueError(f"cannot resume {path} on other data: it was trained with {state.get('data')} images "
                          f"(train, validation, test), this data has {_sizes(data)}")
+    if state.get("fingerprint") not in (None, fingerprint(data)):   # None: written before fingerprints
+        raise ValueError(f"cannot resume {path} on other data: it was trained on images of fingerprint "
+                         f"{state['fingerprint'][:12]}..., this data's is {fingerprint(data)[:12]}... (as many "
+                         f"images, other ones; labkit.data.fingerprint); nothing was loaded")
+    trial = copy.deepcopy(net)              # a refused resume loads nothing: try the model on a copy first
+    try:
+        trial.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise ValueError(f"cannot resume {path} into this model (nothing was loaded): {e}") from e
+    del trial
+    try:
+        optimizer.load_state_dict(state["optimizer"])   # checks every group before it changes anything
+    except ValueError as e:
+        raise ValueError(f"cannot resume {path} with this optimizer (nothing was loaded): {e}") from e
     net.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
     scaler.load_state_dict(state["scaler"])
     generator.set_state(state["generator"])
     return list(state["records"])
@@ -432,6 +511,9 @@ def train(
     if resume and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=, the file a previous run wrote")
     checkpoint = None if checkpoint is None else Path(checkpoint)
+    callbacks = list(callbacks)
+    _check_folders(checkpoint, callbacks)
+    _float32_model(net, "train")
     mode = _progress_mode(progress)
     device = model_device(net)
     precision = resolve_precision(config.precision, device)
@@ -450,10 +532,15 @@ def train(
                                     weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     generator = torch.Generator(device=device).manual_seed(config.seed)
-    callbacks = list(callbacks)
     history = History()
     if resume:
         history.records = _resume_from(checkpoint, config, data, net, optimizer, scaler, generator)
+    data_fingerprint = None
+    if checkpoint is not None or any(isinstance(cb, SaveBest) for cb in callbacks):
+        data_fingerprint = fingerprint(data)            # what the files this run writes were trained on
+        for cb in callbacks:
+            if isinstance(cb, SaveBest):
+                cb.fingerprint = data_fingerprint
 
     for cb in callbacks:
         cb.on_train_begin(net, optimizer)
@@ -482,6 +569,16 @@ def train(
                     f"step there is kept; error.history holds the "
                     f"{len(history.records)} finished epochs). Try a smaller lr.",
                     history=history, epoch=epoch + 1, step=record["diverged_at"])
+            bad = _non_finite(net)      # before anything is recorded or written: the loss can stay finite
+            if bad:
+                snapshot.restore()
+                raise TrainingDiverged(
+                    f"training diverged: at the end of epoch {epoch + 1} the model's "
+                    f"{', '.join(bad[:5])}{f' and {len(bad) - 5} more' if len(bad) > 5 else ''} hold inf or NaN "
+                    f"although the loss stayed finite ({record['loss']:.4g}; lr={config.lr}); nothing of that epoch "
+                    f"was recorded or saved and the model was reset to its weights at the start of epoch "
+                    f"{epoch + 1}, the last finite state (error.history holds the {len(history.records)} finished "
+                    f"epochs). Try a smaller lr.", history=history, epoch=epoch + 1, step=None, tensors=bad)
             evaluation_start = time.perf_counter()
             record["val_acc"] = None if val_split is None else evaluate(net, val_split)
             record["test_acc"] = evaluate(net, test_split)
@@ -494,9 +591,13 @@ def train(
             snapshot = None
             history.records.append(record)
             if checkpoint is not None:
-                save_torch({"config": dataclasses.asdict(config), "data": _sizes(data), "model": net.state_dict(),
-                            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                            "generator": generator.get_state(), "records": history.records}, checkpoint)
+                files.save_torch({"config": dataclasses.asdict(config), "data": _sizes(data),
+                                  "fingerprint": data_fingerprint, "model": net.state_dict(),
+                                  "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                                  "generator": generator.get_state(), "records": history.records}, checkpoint,
+                                 description=files.run_description(kind="a training checkpoint (train(..., checkpoint=))",
+                                                                   epochs=len(history.records),
+                                                                   fingerprint=data_fingerprint))
             best = "-" if history.best_epoch is None else f"{history.best_acc:.2%}"  # "-": none eligible yet
             progress_bar.set_postfix(loss=f"{record['loss']:.3f}", test=f"{record['test_acc']:.2%}",
                                      val="-" if val_split is None else f"{record['val_acc']:.2%}",
@@ -514,6 +615,16 @@ def train(
             f"{held} (the interrupted epoch's steps were undone; what its callbacks changed before them, "
             f"e.g. a pruning step, is kept); error.history holds the {done} finished "
             f"epoch(s){again}", history=history, epoch=epoch + 1) from e
+    except Exception as e:      # a full disk in SaveBest, a failing callback: the record of the run is kept
+        if not isinstance(getattr(e, "history", None), History):
+            if snapshot is not None:               # as for Ctrl-C: the model matches the History
+                snapshot.restore()
+            done = len(history.records)
+            e.history = history
+            e.add_note(f"labkit.train: error.history holds the {done} finished epoch(s); the model holds its "
+                       f"weights at {f'the end of epoch {done}' if done else 'the start of the run'} (the failed "
+                       f"epoch's steps were undone)")
+        raise
     finally:
         progress_bar.close()
         net.to(memory_format=torch.contiguous_format)

@@ -255,7 +255,7 @@ def test_a_saved_file_says_what_it_holds(tmp_path, monkeypatch):
     monkeypatch.setenv("LABKIT_PROFILE", "ci")
     path = checkpoints.save(pruned_quantized(), tmp_path / "pq.pt", what="Lab 3 (e)")
     d = files.read_description(path)
-    assert d["kind"] == "model" and d["what"] == "Lab 3 (e)" and d["bits"] == [3]
+    assert d["kind"] == "a model (checkpoints.save)" and d["what"] == "Lab 3 (e)" and d["bits"] == [3]
     assert d["sparsity"] == pytest.approx(0.7, abs=0.01) and d["profile"] == "ci" and d["edition"] == "course"
     assert d["labkit"] and d["fingerprint"] is None
     assert state_equal(checkpoints.load(path, SmallNet(seed=4)).state_dict(), pruned_quantized().state_dict())

@@ -629,3 +629,177 @@ def test_save_best_that_fails_halfway_leaves_the_previous_best_intact(tmp_path):
     assert lines[0].startswith("failed") and lines[1] == "intact"
     assert lines[2] == "['best.pt']"                       # no temporary file left behind
     torch.load(path, weights_only=True)
+
+
+# --- issue 27: a saved model is finite and whole; every error keeps the run's record -------------
+
+class Gain(nn.Module):
+    """Multiplies its input by ``gain``: set it to 1e25 and the next BatchNorm's variance overflows."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("gain", torch.ones(()))
+
+    def forward(self, x):
+        return x * self.gain
+
+
+def bn_net(seed=0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(Gain(), nn.Conv2d(3, 4, 3, stride=4), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(4 * 8 * 8, 2))
+
+
+def finite_file(path) -> bool:
+    return all(torch.isfinite(v).all() for v in torch.load(path, weights_only=True).values())
+
+
+def test_a_running_variance_that_overflows_while_the_loss_stays_finite_stops_the_run(tmp_path):
+    """The loss of a BatchNorm model stays finite when its batch variance is inf (the normalised
+    activations are 0), but the running variance it keeps is inf: 'a run that succeeds at 12 %'."""
+    class Overflow(Callback):
+        def on_epoch_begin(self, epoch, net, optimizer):
+            if epoch == 1:
+                net[0].gain.fill_(1e25)
+
+    net, ends, best, ckpt = bn_net(), Weights(), tmp_path / "best.pt", tmp_path / "run.ckpt"
+    with pytest.raises(TrainingDiverged, match=r"end of epoch 2 the model's 2\.running_var hold inf or NaN "
+                                               r"although the loss stayed finite") as err:
+        train(net, toy_data(), epochs=3, lr=0.05, batch_size=64, callbacks=[Overflow(), ends, SaveBest(best)],
+              checkpoint=ckpt, progress=False)
+    assert err.value.epoch == 2 and err.value.step is None and err.value.tensors == ("2.running_var",)
+    assert [r["epoch"] for r in err.value.history.records] == [1] and len(ends.ends) == 1   # nothing recorded
+    assert finite_file(best) and torch.isfinite(net[2].running_var).all()
+    assert torch.equal(net[2].running_var, ends.ends[0]["2.running_var"])
+    assert len(torch.load(ckpt, weights_only=True)["records"]) == 1
+
+
+def test_a_blow_up_on_an_epochs_last_step_is_neither_recorded_nor_saved(tmp_path):
+    class BlowUp(Callback):            # the last step of epoch 2 leaves an inf weight (the loss was finite)
+        def __init__(self):
+            self.epoch, self.steps = 0, 0
+
+        def on_epoch_begin(self, epoch, net, optimizer):
+            self.epoch, self.steps = epoch, 0
+
+        def on_step_end(self, net):
+            self.steps += 1
+            if self.epoch == 1 and self.steps == 8:             # 512 images, batches of 64
+                with torch.no_grad():
+                    net[0].weight[0, 0, 0, 0] = float("inf")
+
+    net, ends, best, ckpt = toy_net(), Weights(), tmp_path / "best.pt", tmp_path / "run.ckpt"
+    with pytest.raises(TrainingDiverged, match=r"end of epoch 2 the model's 0\.weight hold inf") as err:
+        train(net, toy_data(), epochs=3, lr=0.05, batch_size=64, callbacks=[BlowUp(), ends, SaveBest(best)],
+              checkpoint=ckpt, progress=False)
+    assert [r["epoch"] for r in err.value.history.records] == [1]
+    assert finite_file(best) and len(torch.load(ckpt, weights_only=True)["records"]) == 1
+    assert all(torch.equal(v, ends.ends[0][k]) for k, v in weights(net).items())   # the end of epoch 1
+
+
+def test_save_best_refuses_non_finite_weights_and_keeps_its_best():
+    net, save_best = bn_net(), SaveBest("never.pt")
+    net[2].running_var.fill_(float("inf"))
+    with pytest.raises(ValueError, match=r"inf or NaN.*2\.running_var"):
+        save_best.on_record(0, net, {"epoch": 1, "val_acc": 0.9, "test_acc": 0.9})
+    assert save_best.best == -math.inf and not Path("never.pt").exists()   # the best moves once written
+
+
+FULL_DISK_CHILD = """
+import os, resource, signal, sys
+sys.path.insert(0, {tests!r})
+from test_train import toy_data, toy_net
+from labkit.train import Callback, SaveBest, train
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)        # a write past the limit fails with EFBIG
+path = {path!r}
+
+class Limit(Callback):                                 # the disk fills up after the first save
+    def on_epoch_begin(self, epoch, net, optimizer):
+        if epoch == 1:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (os.path.getsize(path) // 2, resource.RLIM_INFINITY))
+
+good = None
+try:
+    train(toy_net(), toy_data(), epochs=3, batch_size=64, callbacks=[SaveBest(path), Limit()], progress=False)
+except Exception as e:
+    print(type(e).__name__, len(e.history.records), "no space left to write " + path in str(e))
+print(sorted(os.listdir(os.path.dirname(path))))
+"""
+
+
+def test_every_error_train_raises_carries_the_history_of_the_finished_epochs(tmp_path):
+    """A full disk in SaveBest (a real file-size limit) after one epoch; a failing callback."""
+    path = tmp_path / "best.pt"
+    run = subprocess.run([sys.executable, "-c", FULL_DISK_CHILD.format(tests=str(TESTS), path=str(path))],
+                         capture_output=True, text=True, timeout=300)
+    assert run.stdout.strip().splitlines() == ["OSError 1 True", "['best.pt']"], run.stdout + run.stderr
+    assert finite_file(path)
+
+    class Fails(Callback):
+        def on_record(self, epoch, net, record):
+            if epoch == 1:
+                raise ZeroDivisionError("a callback's bug")
+
+    net, ends = toy_net(), Weights()
+    with pytest.raises(ZeroDivisionError) as err:
+        train(net, toy_data(), epochs=3, batch_size=64, callbacks=[ends, Fails()], progress=False)
+    assert [r["epoch"] for r in err.value.history.records] == [1]
+    assert all(torch.equal(v, ends.ends[0][k]) for k, v in weights(net).items())    # matches the History
+
+
+def test_the_folders_of_save_best_and_the_checkpoint_are_checked_before_the_first_step(tmp_path):
+    net = toy_net()
+    before = weights(net)
+    with pytest.raises(FileNotFoundError, match=r"SaveBest .*missing/best.pt: its folder .*missing does not exist"):
+        train(net, toy_data(), epochs=1, callbacks=[SaveBest(tmp_path / "missing" / "best.pt")], progress=False)
+    with pytest.raises(FileNotFoundError, match=r"checkpoint= .*missing/run.ckpt: its folder"):
+        train(net, toy_data(), epochs=1, checkpoint=tmp_path / "missing" / "run.ckpt", progress=False)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        train(net, toy_data(), epochs=1, callbacks=[SaveBest(tmp_path)], progress=False)
+    assert all(torch.equal(v, before[k]) for k, v in weights(net).items())
+
+
+def test_a_refused_resume_loads_nothing_and_says_what_the_file_is(tmp_path):
+    from labkit import checkpoints, prune
+    from faults import flip_bit
+    ckpt, best = tmp_path / "run.ckpt", tmp_path / "best.pt"
+    pruned = toy_net()
+    prune.prune_by_percentage(pruned, 0.5)
+    train(pruned, toy_tuned(), epochs=1, checkpoint=ckpt, callbacks=[SaveBest(best)], progress=False, **CONFIG)
+    dense = toy_net(seed=3)
+    before = weights(dense)
+    with pytest.raises(ValueError, match="cannot resume .* into this model .*nothing was loaded"):
+        train(dense, toy_tuned(), epochs=2, checkpoint=ckpt, resume=True, progress=False, **CONFIG)
+    with pytest.raises(ValueError, match=r"holds a best model \(train.SaveBest\), not a training checkpoint"):
+        train(dense, toy_tuned(), epochs=2, checkpoint=best, resume=True, progress=False, **CONFIG)
+    with pytest.raises(ValueError, match=r"other data: it was trained on images of fingerprint"):
+        train(dense, toy_tuned(seed=1), epochs=2, checkpoint=ckpt, resume=True, progress=False, **CONFIG)
+    with pytest.raises(ValueError, match=r"is a training checkpoint .*resume=True"):
+        checkpoints.load(ckpt, toy_net())
+    damaged = tmp_path / "damaged.ckpt"
+    damaged.write_bytes(ckpt.read_bytes())
+    flip_bit(damaged, "data/0", byte=2)
+    with pytest.raises(ValueError, match=rf"{damaged} is damaged"):
+        train(dense, toy_tuned(), epochs=2, checkpoint=damaged, resume=True, progress=False, **CONFIG)
+    damaged.write_bytes(ckpt.read_bytes()[:5000])
+    with pytest.raises(ValueError, match=rf"{damaged} is not a readable training checkpoint.*truncated"):
+        train(dense, toy_tuned(), epochs=2, checkpoint=damaged, resume=True, progress=False, **CONFIG)
+    assert all(torch.equal(v, before[k]) for k, v in weights(dense).items())
+
+
+def test_settings_that_float32_or_the_generator_cannot_hold_are_refused():
+    with pytest.raises(ValueError, match="lr must be at most 3.403e\\+38"):
+        TrainConfig(lr=1e300)
+    with pytest.raises(ValueError, match="seed"):
+        TrainConfig(seed=2**64)
+    TrainConfig(seed=2**64 - 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_precision_model_is_refused_with_what_to_do(dtype):
+    net, data = toy_net().to(dtype), toy_data()
+    with pytest.raises(ValueError, match=rf"evaluate needs a float32 model.*{dtype}.*net.float\(\)"):
+        evaluate(net, data.test)
+    with pytest.raises(ValueError, match=r"train needs a float32 model.*precision="):
+        train(net, data, epochs=1, progress=False)
