@@ -337,8 +337,10 @@ class SeedComparison:
         accuracies r_s over seeds, less the seed-by-image part already counted (MS_res, the
         residual mean square of the two-way table), and at least 0. A side with one run is a fixed
         model (e.g. the pretrained one): no seed noise.
-    ``df``: Welch-Satterthwaite degrees of freedom of that sum (images - 1 for the images' part,
-    seeds - 1 for each side's); ``margin`` = Student's t 97.5 % value (``scipy.stats.t``) times
+    ``df``: Satterthwaite's degrees of freedom of that sum, taken as each side's s_r^2 / seeds
+    (seeds - 1 degrees of freedom, as in Welch's t) plus the rest (images - 1): with a few seeds and
+    seed noise that dominates, about Welch's; with many images' noise, many more.
+    ``margin`` = Student's t 97.5 % value (``scipy.stats.t``) times
     ``se``; the 95 % interval is diff ± margin. When no part shows any noise, nothing is called
     beyond it. ``str()`` is the sentence.
     """
@@ -394,18 +396,19 @@ class SeedComparison:
                 f"from chance; {self.test()}), so this run does not tell them apart.")
 
 
-def _seed_side(name: str, X: np.ndarray) -> Side:
-    """One side of :func:`compare_seeds`: X is (seeds, images) of 0/1."""
+def _seed_side(name: str, X: np.ndarray) -> tuple[Side, float]:
+    """One side of :func:`compare_seeds` (X: (seeds, images) of 0/1) and s_r^2 / seeds, the variance of
+    its mean accuracy over seeds with the images held fixed (Welch's term, seeds - 1 degrees of freedom)."""
     seeds, images = X.shape
     right = X.sum(axis=1)                                     # (seeds,) images right, whole numbers
     acc = right / images                                      # (seeds,) each seed's accuracy
     if seeds == 1:
-        return Side(name, float(acc[0]), 0.0, math.inf, f"{acc[0] * 100:.2f} % (one run)")
+        return Side(name, float(acc[0]), 0.0, math.inf, f"{acc[0] * 100:.2f} % (one run)"), 0.0
     residual = X - acc[:, None] - X.mean(axis=0)[None, :] + X.mean()   # (seeds, images)
     ms_res = float((residual ** 2).sum()) / ((seeds - 1) * (images - 1))
     s2 = float(right.var(ddof=1)) / images ** 2               # from the counts: exactly 0 when all seeds agree
     var = max(s2 / seeds - ms_res / (seeds * images), 0.0)
-    return Side(name, float(acc.mean()), var, seeds - 1, f"{pm(acc)} ({seeds} seeds)")
+    return Side(name, float(acc.mean()), var, seeds - 1, f"{pm(acc)} ({seeds} seeds)"), s2 / seeds
 
 
 def compare_seeds(a_name: str, a_correct, b_name: str, b_correct) -> SeedComparison:
@@ -426,12 +429,15 @@ def compare_seeds(a_name: str, a_correct, b_name: str, b_correct) -> SeedCompari
     images = X.shape[1]
     if images < 2:
         raise ValueError("compare_seeds: the images' noise needs two images or more")
-    sa, sb = _seed_side(a_name, X), _seed_side(b_name, Y)
+    (sa, welch_a), (sb, welch_b) = _seed_side(a_name, X), _seed_side(b_name, Y)
     per_image = X.mean(axis=0) - Y.mean(axis=0)               # (images,) the seeds' mean difference per image
     image_var = float(per_image.var(ddof=1)) / images
-    parts = [(v, d) for v, d in ((image_var, images - 1), (sa.var, sa.df), (sb.var, sb.df)) if v > 0]
-    var = sum(v for v, _ in parts)
-    df = math.inf if not parts else var ** 2 / sum(v ** 2 / d for v, d in parts)
+    var = image_var + sa.var + sb.var
+    # Satterthwaite over the independent mean squares: each side's seeds' (Welch's term, seeds - 1
+    # degrees of freedom, which holds that side's seed-by-image part too) and the rest (images - 1)
+    parts = [(welch_a, sa.df), (welch_b, sb.df), (var - welch_a - welch_b, images - 1)]
+    parts = [(v, d) for v, d in parts if v != 0 and not math.isinf(d)]
+    df = math.inf if not parts or var == 0 else var ** 2 / sum(v ** 2 / d for v, d in parts)
     se = math.sqrt(var)
     crit = float(_t.ppf(0.975, df)) if not math.isinf(df) else _Z95
     return SeedComparison(sa, sb, images, image_var, float(per_image.mean()), se, df, crit * se)

@@ -247,9 +247,10 @@ def test_compare_seeds_against_a_hand_computation():
     assert c.diff == pytest.approx(X.mean() - Y.mean()) and c.diff == pytest.approx(d)
     assert (c.image_var, c.a.var, c.b.var) == pytest.approx((v_img, v_a, v_b))
     assert v_a > 0                                                       # the seeds' spread of a is counted
-    parts = [(v, df) for v, df in ((v_img, 199), (v_a, 2), (v_b, 3)) if v > 0]
-    var = sum(v for v, _ in parts)
-    df = var ** 2 / sum(v ** 2 / k for v, k in parts)                    # Welch-Satterthwaite
+    welch_a = sum((sum(r) / 200 - X.mean(axis=1).mean()) ** 2 for r in x) / 2 / 3     # s_r^2 / seeds
+    welch_b = sum((sum(r) / 200 - Y.mean(axis=1).mean()) ** 2 for r in y) / 3 / 4
+    var = v_img + v_a + v_b
+    df = var ** 2 / (welch_a ** 2 / 2 + welch_b ** 2 / 3 + (var - welch_a - welch_b) ** 2 / 199)   # Satterthwaite
     assert c.se == pytest.approx(math.sqrt(var)) and c.df == pytest.approx(df)
     assert c.margin == pytest.approx(scipy_stats.t.ppf(0.975, df) * math.sqrt(var))
     assert (c.low, c.high) == pytest.approx((d - c.margin, d + c.margin))
@@ -269,11 +270,13 @@ def test_compare_seeds_counts_the_images_that_welch_over_seeds_leaves_out():
     assert new.a.var == 0 and new.b.var == 0
     assert new.se == pytest.approx(math.sqrt(new.image_var)) and new.se > 0.01
     assert new.df == pytest.approx(508)                                  # the images' part alone
+    fixed = stats.compare_seeds("pretrained", a_model, "b", Y)            # one fixed model: no seed terms
+    assert fixed.a.var == 0 and fixed.df == pytest.approx(508)
 
 
 def test_compare_seeds_sentences():
     rng = np.random.default_rng(4)
-    f = rng.random((3, 509)) < np.array([[0.87], [0.875], [0.88]])
+    f = rng.random((3, 509)) < 0.90
     c_ = rng.random((3, 509)) < 0.80
     r = stats.compare_seeds("(f)", f, "(c)", c_)
     acc_f = f.mean(axis=1)
