@@ -98,14 +98,15 @@ def replace_together(moves: dict) -> None:
     """Rename every ``{written: destination}`` over its destination, all or none: when one rename
     fails, the destinations already replaced get their previous files back (kept as hard links
     until the end) and the error is raised. Each destination keeps its permissions (a new one:
-    0666 & ~umask) and its symbolic link. The written files must be in the destinations' file system."""
+    0666 & ~umask) and its symbolic link. The written files must be in the destinations' file system
+    (a rename does not cross file systems)."""
     moves = {Path(src): _destination(dest) for src, dest in moves.items()}
     backups, done = {}, []
     try:
         for src, dest in moves.items():
             os.chmod(src, _mode(dest))
             if dest.exists():
-                backup = src.with_name(f".{src.name}.previous")
+                backup = Path(tempfile.mktemp(prefix=f".{dest.name}.", suffix=".previous", dir=dest.parent))
                 os.link(dest, backup)
                 backups[dest] = backup
         for src, dest in moves.items():

@@ -1,6 +1,10 @@
 """labkit.files: atomic writes that keep a file's permissions and links, name a full disk, refuse
 non-finite tensors, check the archive's CRC-32s on load and replace several files together."""
+import errno
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,13 +72,24 @@ def test_load_torch_names_a_flipped_bit_and_the_description_travels(tmp_path):
 
 
 def test_replace_together_puts_back_what_it_replaced_when_one_rename_fails(tmp_path):
-    (tmp_path / "new").mkdir()
+    """A real failing rename: the second file lies on another file system (/dev/shm), which
+    rename(2) refuses (EXDEV) after the first destination was already replaced."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another file system than the test's folder")
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(b"old a")
-    b.mkdir()                                          # a real failure: a file cannot replace a folder
-    (b / "x").write_bytes(b"")
+    b.write_bytes(b"old b")
+    os.chmod(b, 0o640)
+    (tmp_path / "new").mkdir()
     (tmp_path / "new" / "a").write_bytes(b"new a")
-    (tmp_path / "new" / "b").write_bytes(b"new b")
-    with pytest.raises(OSError):
-        files.replace_together({tmp_path / "new" / "a": a, tmp_path / "new" / "b": b})
-    assert a.read_bytes() == b"old a" and b.is_dir()
+    far = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        (far / "b").write_bytes(b"new b")
+        with pytest.raises(OSError) as err:
+            files.replace_together({tmp_path / "new" / "a": a, far / "b": b})
+        assert err.value.errno == errno.EXDEV
+    finally:
+        shutil.rmtree(far)
+    assert a.read_bytes() == b"old a" and b.read_bytes() == b"old b" and b.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "new"]     # no backup left behind
