@@ -5,6 +5,7 @@ refuse labkit's reference under any name. The judge half: tests/test_judge.py.""
 import importlib
 import re
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -344,6 +345,23 @@ def test_a_refusal_caught_by_the_student_still_fails():
             return torch.ones_like(w, dtype=torch.bool)
     with pytest.raises(exercises.Mistake, match=re.escape(exercises.UNAVAILABLE.format(name="keep_mask", key="lab2 (b)"))):
         exercises.check("lab2 (b)", keep_mask)
+
+
+def test_a_call_from_another_thread_is_refused_too():
+    seen = []                                               # a thread has no profile hook: the code is swapped
+    def keep_mask(w, q):
+        def run():
+            try:
+                seen.append(prune.keep_mask(w, q))
+            except RuntimeError as e:
+                seen.append(str(e))
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join()
+        return seen[-1]
+    with pytest.raises(exercises.Mistake):
+        exercises.check("lab2 (b)", keep_mask)
+    assert seen[0] == exercises.UNAVAILABLE.format(name="keep_mask", key="lab2 (b)")
 
 
 def test_switching_the_watch_off_is_told():

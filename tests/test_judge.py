@@ -87,7 +87,7 @@ class _Evil:
 
 @pytest.mark.parametrize("forge", [
     "not bytes", "junk", "object array", "pickle instead of npy", "unknown entry", "entry twice",
-    "complex dtype", "void dtype", "huge shape", "too many bytes", "short data", "compressed bomb",
+    "complex dtype", "void dtype", "huge shape", "too many values", "too many bytes", "short data", "compressed bomb",
 ])
 def test_decode_refuses_what_observe_never_writes_and_runs_nothing(forge):
     good = {name + ".npy": _npy(a) for name, a in _good().items()}
@@ -101,6 +101,7 @@ def test_decode_refuses_what_observe_never_writes_and_runs_nothing(forge):
         "complex dtype": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(6, dtype=complex))}),
         "void dtype": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(2, dtype=[("a", "f8")]))}),
         "huge shape": lambda: _npz({**good, "0/output.npy": _npy_header("<f8", (10 ** 12,)) + b"\0" * 64}),
+        "too many values": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(exercises.MAX_VALUES + 1, dtype=bool))}),
         "too many bytes": lambda: b"\0" * (exercises.MAX_BYTES + 1),
         "short data": lambda: _npz({**good, "0/output.npy": _npy_header("<f8", (6,)) + b"\0" * 8}),
         "compressed bomb": lambda: _bomb(),
