@@ -3,6 +3,13 @@
 An accuracy p on n independent test images has a standard error of about sqrt(p (1 - p) / n); over
 seeds, the sample standard deviation. A difference of two independent measurements has the root of
 the sum of their squared standard errors: larger than either side's.
+
+Two models or methods measured on the same test images are compared image by image:
+:func:`mcnemar` for two models, one run each (McNemar's exact test on the images where they
+disagree, with the paired difference's interval), :func:`compare_seeds` for two methods over seeds
+(both sources of noise, the seeds and the sampling of the test images). :func:`compare` is the
+older rule that counts one source at a time; the notebooks' stored outputs still print it.
+Distributions come from ``scipy.stats``.
 """
 from __future__ import annotations
 
