@@ -224,6 +224,8 @@ def _correctness(name: str, value, where: str) -> np.ndarray:
     """``value`` as a float array of 0/1 (bool, or integers/floats that are 0 or 1)."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: each side needs a name (a non-empty str), got {name!r}")
+    if hasattr(value, "detach"):                              # a torch tensor, on any device
+        value = value.detach().cpu().numpy()
     arr = np.asarray(value)
     if arr.dtype != bool:
         if arr.dtype.kind not in "iuf" or not np.isin(arr, (0, 1)).all():

@@ -255,8 +255,10 @@ def test_compare_seeds_against_a_hand_computation():
     assert c.margin == pytest.approx(scipy_stats.t.ppf(0.975, df) * math.sqrt(var))
     assert (c.low, c.high) == pytest.approx((d - c.margin, d + c.margin))
     assert c.beyond_noise == (abs(d) > c.margin) and c.higher == "a"
-    # ints of 0/1 and a torch-like array: the same
+    # ints or floats of 0/1 and torch tensors: the same
     assert stats.compare_seeds("a", X.astype(int), "b", Y.astype(np.float32)).se == pytest.approx(c.se)
+    torch = pytest.importorskip("torch")
+    assert stats.compare_seeds("a", torch.from_numpy(X), "b", torch.from_numpy(Y)).se == pytest.approx(c.se)
 
 
 def test_compare_seeds_counts_the_images_that_welch_over_seeds_leaves_out():
