@@ -138,6 +138,8 @@ def _plain(x) -> np.ndarray:
         else:
             a = np.asarray(x)
     except Exception:                                        # noqa: BLE001 - what it was is the message
+        if isinstance(x, torch.Tensor):
+            raise _NotPlain(f"a {x.dtype} tensor, which numpy cannot hold; return float32 or float64") from None
         raise _NotPlain(f"a {what}, which is not a number or an array of numbers") from None
     if a.dtype.kind not in "biuf" or a.dtype.itemsize > 8:
         if isinstance(x, (np.ndarray, torch.Tensor)):

@@ -239,6 +239,8 @@ def test_a_result_that_is_not_numbers_is_told():
     with pytest.raises(exercises.Mistake, match=r"lab1 \(e\) soft_threshold returned a str, which is not a number"):
         exercises.check("lab1 (e)", lambda v, t: "soft")
     exercises.check("lab1 (e)", lambda v, t: list(_soft_threshold(v, t)))   # a list of numbers is an array
+    with pytest.raises(exercises.Mistake, match=r"returned a torch.bfloat16 tensor, which numpy cannot hold"):
+        exercises.check("lab3 (f)", lambda w, bits: _symmetric(w, bits).bfloat16())
 
 
 def test_an_error_in_the_student_code_is_reported_with_the_input():
