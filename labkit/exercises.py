@@ -391,7 +391,7 @@ def _value(x) -> str:
         return str(bool(x))
     if isinstance(x, (int, np.integer)):
         return str(int(x))
-    return f"{float(x):.6g}"
+    return f"{float(x) + 0.0:.6g}"                          # + 0.0: -0.0 reads as 0
 
 
 def _where(name: str, a: np.ndarray, b: np.ndarray, exact: bool) -> str:
