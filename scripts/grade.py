@@ -387,27 +387,34 @@ class Grader:
                 self.libs[lab.name] = labkit_without(keys, self.work / "labkit" / lab.name)
             return self.libs[lab.name]
 
-    def _job(self, lab: Lab, cells: list[tuple[str, str]]) -> tuple[Path, dict]:
+    def _parts(self, lab: Lab, cells: list[tuple[str, str]]) -> list[dict]:
+        """The parts the runner grades, in the lab's order: check id, exercise key, function, cells."""
+        own = {grade_id: i for i, (grade_id, _) in enumerate(cells)}
+        parts = []
+        for check_id, (exercise, src, _) in lab.checks.items():
+            target = checked(src)
+            if target is not None and exercise in own:
+                parts.append({"id": check_id, "key": target[0], "function": target[1],
+                              "cells": needed(cells, own[exercise]), "timeout": self.timeout})
+        return parts
+
+    def _job(self, lab: Lab, cells: list[tuple[str, str]], parts: list[dict]) -> Path:
+        """A job folder (readable by the sandbox's user) for ``parts`` of one submission."""
         with self._lock:
             self._count += 1
             folder = self.work / f"job{self._count}"
         (folder / "lib").mkdir(parents=True)
-        own = {grade_id: i for i, (grade_id, _) in enumerate(cells)}
-        parts, keys = [], {}
-        for check_id, (exercise, src, _) in lab.checks.items():
-            target = checked(src)
-            if target is None or exercise not in own:
-                continue
-            keys[check_id] = target[0]
-            parts.append({"id": check_id, "key": target[0], "function": target[1],
-                          "cells": needed(cells, own[exercise]), "timeout": self.timeout})
         lim = self.limits
         job = {"imports": lab.imports, "cells": [list(c) for c in cells], "parts": parts,
                "limits": {"memory": lim.memory, "cpu_seconds": min(lim.cpu_seconds, int(self.timeout) + 1),
                           "processes": lim.processes, "file_size": lim.file_size}}
         (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
         shutil.copy(RUNNER, folder / "runner.py")
-        return folder, keys
+        for path in (folder, folder / "lib"):
+            path.chmod(0o755)
+        for path in (folder / "job.json", folder / "runner.py"):
+            path.chmod(0o644)
+        return folder
 
     def grade(self, path: Path, root: Path | None = None) -> Graded:
         """One submission, whatever it holds: a Graded record, never an exception."""
@@ -421,33 +428,45 @@ class Grader:
         g, lab, cells = _read(path, self.labs, root)
         if lab is None or not lab.checks:
             return g
-        folder, keys = self._job(lab, cells)
-        try:
-            budget = 20 + self.timeout * (len(lab.checks) + 1)
-            result = sandbox.run(folder, [sys.executable, f"{sandbox.JOB}/runner.py"], timeout=budget,
-                                 limits=self.limits, lib=self._lib(lab), sandboxed=self.sandboxed)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-        answers = _frames(result.stdout)
-        if result.timed_out:
-            why = f"not answered: the submission's sandbox ran past {budget:g} s and was stopped"
-        elif result.truncated:
-            why = "not answered: the submission's sandbox wrote more than it may"
-        elif result.returncode != 0:
-            why = f"not answered: the submission's sandbox stopped (exit status {result.returncode})"
-        else:
-            why = "not answered"
+        parts = self._parts(lab, cells)
+        keys = {part["id"]: part["key"] for part in parts}
+        answers, left = {}, parts
+        # The runner grades the parts in order. If the whole sandbox dies (a part killed every process,
+        # or the sandbox ran out of time), the first part without an answer is the one that was running:
+        # it gets the line saying so, and a new sandbox grades the parts after it.
+        while left:
+            folder = self._job(lab, cells, left)
+            budget = 20 + self.timeout * (len(left) + 1)
+            try:
+                result = sandbox.run(folder, [sys.executable, f"{sandbox.JOB}/runner.py"], timeout=budget,
+                                     limits=self.limits, lib=self._lib(lab), sandboxed=self.sandboxed)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            got = _frames(result.stdout)
+            answers.update({k: v for k, v in got.items() if k in keys and k not in answers})
+            left = [part for part in left if part["id"] not in answers]
+            if not left:
+                break
+            if result.timed_out:
+                why = f"the submission's sandbox ran past {budget:g} s and was stopped while this part ran"
+            elif result.truncated:
+                why = "the submission's sandbox wrote more than it may while this part ran"
+            elif result.returncode != 0:
+                why = f"the submission's sandbox stopped while this part ran (exit status {result.returncode})"
+            else:
+                why = "the runner finished without answering this part"
+            answers[left[0]["id"]] = ("error", why, [])
+            g.status = "graded; a sandbox was stopped"
+            left = left[1:]
         for check_id, (_, _, points) in lab.checks.items():
             key = keys.get(check_id)
-            error = _verdict(key, answers.get(check_id), why) if key else "no check to run"
+            error = _verdict(key, answers.get(check_id), "not answered") if key else "no exercise cell to check"
             if error == "timeout":                      # the runner stopped this part at its time limit
                 error = f"timed out after {self.timeout:g} s"
                 g.status = "graded; a part timed out"
             g.checks[check_id] = _score(points, error)
             if error:
                 g.errors[check_id] = error[:400]
-        if len(answers) < len(keys) and g.status == "graded":
-            g.status = f"graded; {why}" if why != "not answered" else "graded; some parts did not answer"
         return g
 
 

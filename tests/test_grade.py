@@ -168,7 +168,8 @@ def test_malformed_metadata_costs_only_the_cells_it_breaks(grade, tmp_path):
     nb = nbformat.read(REPO / "labs" / "lab1_sparse_optimization.ipynb", as_version=4)
     raw = json.loads(nbformat.writes(nb))
     raw["cells"][0]["metadata"]["nbgrader"] = "a string"
-    cells = [c for c in raw["cells"] if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "lab1_c_solution"]
+    cells = [c for c in raw["cells"] if isinstance(c["metadata"].get("nbgrader"), dict)
+             and c["metadata"]["nbgrader"].get("grade_id") == "lab1_c_solution"]
     cells[0]["metadata"]["nbgrader"]["grade_id"] = ["a", "list"]
     raw["cells"].append({"cell_type": "code", "metadata": {"nbgrader": {"grade_id": "lab1_b_solution", "solution": True}},
                          "source": 42})
@@ -178,3 +179,19 @@ def test_malformed_metadata_costs_only_the_cells_it_breaks(grade, tmp_path):
     assert lab.name == "lab1_sparse_optimization" and g.status == "graded"
     assert [grade_id for grade_id, _ in code] == ["lab1_b_solution", "lab1_d_solution", "lab1_e_solution",
                                                   "lab1_f_solution"]
+
+
+def test_trusted_grading_without_a_sandbox_grades_as_the_sandbox_does(grade, tmp_path):
+    """--trust-submissions: the same runner and judge as plain child processes (no isolation)."""
+    import shutil
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    shutil.copy(REPO / "labs" / "lab1_sparse_optimization.ipynb", subs / "solved.ipynb")
+    shutil.copy(REPO / "student" / "lab1_sparse_optimization.ipynb", subs / "blank.ipynb")
+    labs = grade.course_labs()
+    got = {g.submission: g for g in grade.grade_all(grade.submissions(subs), labs, timeout=30, root=subs,
+                                                    sandboxed=False)}
+    lab = labs["lab1_sparse_optimization"]
+    assert got["solved.ipynb"].checks == {c: p for c, (_, _, p) in lab.checks.items()}
+    assert got["blank.ipynb"].checks == {c: 0.0 for c in lab.checks}
+    assert all("not written yet" in e for e in got["blank.ipynb"].errors.values())

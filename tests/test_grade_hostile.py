@@ -9,6 +9,7 @@ parts keep their points unless they use what the attacked cell defines.
 import csv
 import hashlib
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -140,7 +141,10 @@ def graded(grade, tmp_path_factory):
         # the grader's pipes and memory: forged answers on stdout, the runner's descriptors
         "forge_pipes.ipynb": _lab1("lab1_b_solution", _gradient(
             "import os, json\nfor _fd in range(1, 64):\n    try:\n        os.write(_fd, b'{\"id\": \"lab1_b_check\", \"status\": \"ok\", \"message\": \"\", \"sizes\": []}\\n')\n    except OSError:\n        pass\n"
-            "for _p in os.listdir('/proc'):\n    try:\n        os.write(os.open(f'/proc/{_p}/fd/1', os.O_WRONLY), b'forged\\n')\n    except (OSError, ValueError):\n        pass")),
+            "for _p in os.listdir('/proc'):\n    try:\n        os.write(os.open(f'/proc/{_p}/fd/1', os.O_WRONLY), b'forged\\n')\n    except (OSError, ValueError):\n        pass\n"
+            "import sys\n_f = sys._getframe()\nwhile _f is not None:\n    for _v in list(_f.f_locals.values()):\n"
+            "        if hasattr(_v, 'write') and hasattr(_v, 'flush'):\n            try:\n                _v.write(b'forged\\n'); _v.flush()\n"
+            "            except Exception:\n                pass\n    _f = _f.f_back")),
         # early exit: costs that cell's part only
         "exit_early.ipynb": _lab1("lab1_c_solution", "import os\nos._exit(0)\n"),
         "exit_sys.ipynb": _lab1("lab1_c_solution", "import sys\nsys.exit(0)\n"),
@@ -196,8 +200,12 @@ def graded(grade, tmp_path_factory):
     rows = list(csv.reader(out.open(encoding="utf-8"))) if out.exists() else []
     return {"result": result, "rows": rows, "header": rows[0] if rows else [], "out": out,
             "answers": out.with_suffix(".answers.md"), "connections": connections, "left": left,
-            "changed": before != _tree(REPO / "labs", REPO / "student", REPO / "labkit", REPO / "scripts", outside),
+            "changed": _differ(before, _tree(REPO / "labs", REPO / "student", REPO / "labkit", REPO / "scripts", outside)),
             "subs_changed": before_subs != _tree(subs), "marker": Path("/tmp", MARK).exists()}
+
+
+def _differ(before: dict, after: dict) -> list[str]:
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
 def _row(graded, name):
@@ -250,7 +258,7 @@ def test_a_hang_costs_its_part_and_says_so(graded):
 
 
 def test_nothing_outside_the_submissions_changed_and_no_process_is_left(graded):
-    assert not graded["changed"] and not graded["subs_changed"] and not graded["marker"]
+    assert graded["changed"] == [] and not graded["subs_changed"] and not graded["marker"]
     assert graded["left"] == [], graded["left"]
     assert graded["connections"] == []
 
@@ -273,7 +281,16 @@ def test_the_console_csv_and_answers_cannot_be_forged(graded):
     raw = graded["out"].read_text(encoding="utf-8")
     assert '"\'=HYPERLINK(1)' in raw
     md = graded["answers"].read_text(encoding="utf-8")
-    headings, fence = [], None                            # Markdown headings outside fenced blocks
+    headings = _headings(md)
+    assert not any("forged" in h or h.startswith("# top") for h in headings), headings
+    mine = re.split(r"\n## [^\n]*\.ipynb \(", md[md.index("answers\\_injection"):])[0]
+    assert _headings(mine).count("### lab1_a_answer (4 points)") == 1 and "<script>" in mine   # quoted, as text
+    assert "````text" in mine                              # a fence longer than the ``` inside the answer
+
+
+def _headings(md: str) -> list[str]:
+    """The Markdown headings outside fenced blocks (a fence closes only on its own backticks)."""
+    headings, fence = [], None
     for line in md.splitlines():
         if fence is None and line.startswith("```"):
             fence = line[:len(line) - len(line.lstrip("`"))]
@@ -281,8 +298,5 @@ def test_the_console_csv_and_answers_cannot_be_forged(graded):
             fence = None
         elif fence is None and line.startswith("#"):
             headings.append(line)
-    assert fence is None
-    assert not any("forged" in h or h.startswith("# top") for h in headings), headings
-    mine = md[md.index("answers\\_injection"):].split("\n## ")[0]
-    assert mine.count("\n### lab1_a_answer") == 1 and "<script>" in mine        # quoted, once, as text
-    assert "````text" in mine                              # a fence longer than the ``` inside the answer
+    assert fence is None, "a fence left open"
+    return headings

@@ -125,6 +125,9 @@ PLANTED = {   # one mistake per lab: the part it must cost
 }
 
 
+USES = {"lab3_a_check": ("lab3_d_check", "lab3_f_check")}   # (d) and (f) call (a)'s ste_quantize / StraightThrough
+
+
 def test_grading_solved_blank_planted_and_broken_submissions(grade, tmp_path):
     subs = {}
     for path in LABS:
@@ -138,13 +141,30 @@ def test_grading_solved_blank_planted_and_broken_submissions(grade, tmp_path):
     for path in LABS:
         if path.stem not in PLANTED:
             continue
-        lab, wrong = labs[path.stem], PLANTED[path.stem][2]
+        lab, (old, new, wrong) = labs[path.stem], PLANTED[path.stem]
         full = {c: p for c, (_, _, p) in lab.checks.items()}
         assert graded[f"solved_{path.name}"].checks == full
         assert graded[f"blank_{path.name}"].checks == {c: 0.0 for c in full}
         assert all("not written yet" in e for e in graded[f"blank_{path.name}"].errors.values())
-        assert graded[f"planted_{path.name}"].checks == dict(full, **{wrong: 0.0}), path.stem
+        lost = {wrong: 0.0, **{c: 0.0 for c in USES.get(wrong, ())}}    # and the parts that use what it defines
+        assert graded[f"planted_{path.name}"].checks == dict(full, **lost), path.stem
         assert full[wrong] > 0
+        # the self-check in the notebook names the same mistake, in the same words, as the grade
+        assert graded[f"planted_{path.name}"].errors[wrong] == _self_check(_planted(path, old, new), lab, wrong)[:400]
+
+
+def _self_check(nb, lab, check_id) -> str:
+    """The message of the notebook's self-check for ``check_id``, run here as the notebook runs it."""
+    from labkit import exercises
+    ns = {"__name__": "__main__"}
+    exec(lab.imports, ns)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and _meta(cell).get("solution") and _meta(cell).get("grade_id") in lab.solutions:
+            exec(cell.source, ns)
+    key, name = re.search(r'exercises\.check\("([^"]+)", (\w+)\)', lab.checks[check_id][1]).groups()
+    with pytest.raises(exercises.Mistake) as caught:
+        exercises.check(key, ns[name])
+    return str(caught.value)
 
 
 def test_a_broken_or_foreign_file_gets_a_line_and_grading_goes_on(grade, tmp_path):
