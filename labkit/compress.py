@@ -492,6 +492,16 @@ def _build(records, path) -> models.ResNet:
 def load(path) -> models.ResNet:
     """Read a file written by `save`: a ResNet-20 on the CPU, in train mode, without masks or
     quantizers, its weights and batch-norm state those of the saved model (see the module
-    docstring). ValueError for a truncated, corrupted or foreign file."""
+    docstring). ValueError for a truncated, corrupted or foreign file, naming it; also for a file
+    whose weights hold inf or NaN (named)."""
     buf = Path(path).read_bytes()
-    return _build(_parse(buf, path), path)
+    try:
+        net = _build(_parse(buf, path), path)
+    except ValueError as e:     # huffman's errors (a corrupted stream) do not know the file
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{path} is damaged: {e}") from e
+    bad = files.non_finite(net.state_dict())
+    if bad:
+        raise ValueError(f"{path} holds inf or NaN in {bad[:10]}: a damaged file, or a model saved after it diverged")
+    return net

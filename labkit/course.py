@@ -14,6 +14,7 @@ later part fine-tunes is one that (b) measured), and an edition that breaks thos
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 
 from . import settings
@@ -51,8 +52,9 @@ class Course:
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"Course.name must be a non-empty str, got {self.name!r}")
+        if not isinstance(self.name, str) or not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", self.name):
+            raise ValueError(f"Course.name must be lower-case letters, digits, '.', '_' or '-' (what LABKIT_COURSE, "
+                             f"read in lower case, can select, and a folder's name: no '/'), got {self.name!r}")
         qs = tuple(fraction("qs", q, closed=False) for q in self.qs)
         if not qs or list(qs) != sorted(set(qs)):
             raise ValueError(f"qs must be increasing fractions in (0, 1), at least one, got {self.qs!r}")
@@ -66,6 +68,9 @@ class Course:
                              f"got {self.seeds!r}")
         set_("seeds", seeds)
         set_("val_fraction", fraction("val_fraction", self.val_fraction, closed=False))
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"{self.name}: val_fraction must be in (0, 1) (some test images choose, the others "
+                             f"report), got {self.val_fraction!r}")
         ptq, qat, sym = (_widths(n, getattr(self, n)) for n in ("ptq_bits", "qat_bits", "sym_qat_bits"))
         for small, big, what in ((qat, ptq, "qat_bits within ptq_bits"), (sym, qat, "sym_qat_bits within qat_bits"),
                                  ((integer("bits", self.bits, minimum=1, maximum=16),), qat,
@@ -73,6 +78,9 @@ class Course:
             if not set(small) <= set(big):
                 raise ValueError(f"{self.name}: {what} (a later part compares with the earlier one's run at "
                                  f"each width), got {small} and {big}")
+        if 1 in sym:
+            raise ValueError(f"{self.name}: sym_qat_bits must be 2 or more (a symmetric 1-bit grid has the single "
+                             f"level 0), got {self.sym_qat_bits!r}")
         set_("ptq_bits", ptq), set_("qat_bits", qat), set_("sym_qat_bits", sym)
         scan = tuple(fraction("scan_sparsities", q, closed=False) for q in self.scan_sparsities)
         if not scan or list(scan) != sorted(set(scan)) or scan[-1] <= self.target:

@@ -235,8 +235,11 @@ def _load_batch(path) -> tuple[np.ndarray, np.ndarray]:
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(data):
         raise DamagedFileError(path, f"{path}: {len(data)} images but labels of shape {labels.shape}")
-    if len(labels) and (labels.dtype.kind not in "iu" or labels.min() < 0
-                        or labels.max() >= NUM_CLASSES):
+    if len(labels) and labels.dtype.kind not in "iu":      # strings, None, floats: no range to compare
+        kinds = sorted({type(v).__name__ for v in labels.tolist()})
+        raise DamagedFileError(path, f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, got an array of "
+                                     f"dtype {labels.dtype} holding {', '.join(kinds)} (first: {labels[0]!r})")
+    if len(labels) and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
         raise DamagedFileError(path, f"{path}: labels must be integers in 0..{NUM_CLASSES - 1}, got "
                          f"dtype {labels.dtype}, range {labels.min()}..{labels.max()}")
     return data, labels.astype(np.int64)
@@ -334,6 +337,10 @@ def cifar10(root=None, *, subset: str | None = None, download: bool = True, verb
     """
     root, source = settings.data_folder(root)
     check_folder(root, source)
+    if source == "$LABKIT_DATA" and not root.is_dir():   # a typo never makes a stray folder or downloads there
+        raise FileNotFoundError(f"LABKIT_DATA={str(root)!r} names no folder ({root.absolute()} does not exist): "
+                                f"fix the path, create the folder (to download CIFAR-10 into it), or unset "
+                                f"LABKIT_DATA for the default cache; nothing was created or downloaded")
     subset = settings.subset() if subset is None else subset
     if subset not in settings.SUBSETS:
         raise ValueError(f"subset must be one of {list(settings.SUBSETS)}, got {subset!r}")

@@ -44,7 +44,7 @@ def pick_device(device=None) -> torch.device:
                              f"(torch {torch.__version__}); use 'cpu'")
         if device.type == "mps" and not _mps_available():
             raise ValueError(f"{source} asks for mps but no Apple GPU is available here; use 'cpu'")
-        if device.type not in ("cpu", "cuda", "mps", "meta"):
+        if device.type not in ("cpu", "cuda", "mps"):     # meta holds no values: nothing would be computed
             raise ValueError(f"{source} = {str(device)!r} is not supported; use {allowed}")
         return device
     if torch.cuda.is_available():

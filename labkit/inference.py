@@ -219,14 +219,31 @@ class Engine(nn.Module):
             # no spin-waiting after a run: its threads would keep the cores busy while the next model is timed
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            self._sessions[threads] = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            try:
+                self._sessions[threads] = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            except Exception as e:      # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+                raise ValueError(f"{self.path} is not a model ONNX Runtime can run ({type(e).__name__}: {e}); it may "
+                                 f"be damaged or truncated: write it again (labkit.inference.export / quantize)") from e
         return self._sessions[threads]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type != "cpu":
             raise ValueError(f"the engine runs on the CPU; got images on {x.device}")
+        expected = self.session().get_inputs()[0].shape        # e.g. ['batch', 3, 32, 32]
+        fits = x.dim() == len(expected) and all(not isinstance(e, int) or e == n for e, n in zip(expected, x.shape))
+        if not x.is_floating_point() or not fits:
+            shape = "(" + ", ".join(e if isinstance(e, str) else str(e) for e in expected) + ")"
+            raise ValueError(f"{self.path.name} takes float images of shape {shape} in [0, 1]; got a {x.dtype} "
+                             f"tensor of shape {tuple(x.shape)}")
         images = np.ascontiguousarray(x.detach().float().numpy())
-        return torch.from_numpy(self.session().run(["logits"], {"images": images})[0])
+        if not np.isfinite(images).all():    # int8 would answer confidently from clamped NaN/inf
+            raise ValueError("the engine's images hold NaN or infinite values; an int8 model would classify them "
+                             "with confidence anyway: check the images (their normalisation, a diverged step)")
+        try:
+            return torch.from_numpy(self.session().run(["logits"], {"images": images})[0])
+        except Exception as e:          # onnxruntime's own exception types, e.g. InvalidArgument
+            raise ValueError(f"ONNX Runtime could not run {self.path.name} on images of shape {images.shape} "
+                             f"({type(e).__name__}: {e})") from e
 
     def extra_repr(self) -> str:
         return f"{self.path.name}, ONNX Runtime on the CPU"

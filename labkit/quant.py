@@ -178,7 +178,8 @@ def encode(w: torch.Tensor, bits: int, *, symmetric: bool = False, zero_point: b
         raise ValueError("encode: bits=None means no quantization, hence no codes; pass an int in "
                          f"0..{MAX_BITS}")
     _check_values(w, "encode")
-    return _encode(w, bits, grid, _check_mask(w, mask))
+    mask = _check_mask(w, mask)
+    return _encode(w.double() if _overflows(w, grid) else w, bits, grid, mask)
 
 
 def _check_values(w, what: str) -> None:
@@ -190,6 +191,16 @@ def _check_values(w, what: str) -> None:
     if not bool(torch.isfinite(w).all()):
         raise ValueError(f"{what}: w has NaN or infinite entries, which leave the quantization grid "
                          f"undefined; check the run that produced them (learning rate, loss)")
+
+
+def _overflows(w: torch.Tensor, grid: str) -> bool:
+    """Would the grid's range overflow float32 (finite weights near +-3.4e38: max - min is inf, the
+    grid NaN)? Then the checked entry points compute the grid in float64 (one host sync)."""
+    if w.dtype == torch.float64:
+        return False
+    span = w.detach().amax().double() - w.detach().amin().double()
+    span = span if grid != "symmetric" else 2 * w.detach().abs().amax().double()
+    return bool(span > torch.finfo(torch.float32).max / 2)
 
 
 def _grid_dtype(w: torch.Tensor) -> torch.dtype:
@@ -272,7 +283,8 @@ def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False, zero
     With ``mask`` (bool, True = kept): min/max (max|w|) over the kept entries, the others exactly 0.
     Backward: the gradient with respect to w is the upstream gradient.
     ``bits=None`` returns w itself; ``bits=0`` zeros; a constant w (alpha = 0) comes back unchanged.
-    The grid is computed in float32 (see the module docstring); the result has w's dtype.
+    The grid is computed in float32 (see the module docstring; in float64 when the range of finite
+    weights near +-3.4e38 would overflow it); the result has w's dtype.
     Raises ValueError for bits outside None, 0..16, for symmetric with bits=1, symmetric with
     zero_point, a bad mask, or an empty w or one with NaN or infinite entries.
     """
@@ -282,6 +294,9 @@ def quantize(w: torch.Tensor, bits: int | None, *, symmetric: bool = False, zero
     if bits is None:
         return w
     _check_values(w, "quantize")
+    if _overflows(w, grid):           # max - min beyond float32: the grid in float64, the result in w's dtype
+        limit = torch.finfo(w.dtype).max     # a zero-point level may lie up to s / 2 beyond the range
+        return QuantizeSTE.apply(w.double(), bits, grid, mask).clamp(-limit, limit).to(w.dtype)
     return QuantizeSTE.apply(w, bits, grid, mask)
 
 
@@ -300,8 +315,9 @@ def masked_quantize(w: torch.Tensor, bits: int, mask: torch.Tensor) -> torch.Ten
 
 
 def symmetric_quantize(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """The symmetric quantizer (Lab 3 (f)): s round(w / s), s = max|w| / (2^(b-1) - 1); straight-through."""
-    return QuantizeSTE.apply(w, bits, "symmetric", None)
+    """The symmetric quantizer (Lab 3 (f)): s round(w / s), s = max|w| / (2^(b-1) - 1); straight-through.
+    bits=1 is refused (a single level, 0: the scale divides by 2^0 - 1 = 0)."""
+    return QuantizeSTE.apply(w, _check_bits(bits, True), "symmetric", None)
 
 
 def _check_fn(fn):

@@ -72,6 +72,7 @@ class Scan:
         makes fewer bits look less harmful than more), for `allocate_bits`."""
         if self.kind != "bits":
             raise ValueError(f"bit_drops needs a bits scan (kind 'bits'), got kind {self.kind!r}")
+        _check_scan(self, "bit_drops")
         out = {}
         for name in self.accuracy:
             d = self.drop(name)[::-1]                           # widest first
@@ -149,8 +150,40 @@ def quant_scan(net: nn.Module, split: Split, bits, *, layers=None, progress=None
 
 # --- sparsity per layer ------------------------------------------------------------------------
 
+def _check_scan(scan, what: str) -> None:
+    """A Scan that the allocations can trust: ValueError naming what is wrong (a hand-made or edited
+    Scan: points not increasing, an accuracy NaN or outside [0, 1], lengths that differ, sizes that
+    are not positive counts) instead of negative counts or an allocation computed from NaN."""
+    if not isinstance(scan, Scan):
+        raise ValueError(f"{what} needs a sensitivity.Scan (prune_scan or quant_scan), got {type(scan).__name__}")
+    points = list(scan.points)
+    if scan.kind == "sparsity":
+        good = all(isinstance(p, (int, float)) and not isinstance(p, bool) and 0 < p <= 1 for p in points)
+    else:
+        good = all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 16 for p in points)
+    if not points or not good or points != sorted(set(points)):
+        raise ValueError(f"{what}: the scan's points must be increasing {'sparsities in (0, 1]' if scan.kind == 'sparsity' else 'bit widths in 1..16'}"
+                         f", at least one; got {scan.points!r}")
+    def fraction(v):
+        return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and 0 <= v <= 1
+    if not fraction(scan.base):
+        raise ValueError(f"{what}: the scan's base accuracy must be a fraction in [0, 1], got {scan.base!r}")
+    if not scan.accuracy or set(scan.accuracy) != set(scan.sizes):
+        raise ValueError(f"{what}: the scan's accuracy and sizes must name the same layers, at least one; got "
+                         f"{sorted(scan.accuracy)} and {sorted(scan.sizes)}")
+    for name, acc in scan.accuracy.items():
+        acc = list(acc)
+        if len(acc) != len(points) or not all(fraction(a) for a in acc):
+            raise ValueError(f"{what}: layer {name!r} must have one accuracy in [0, 1] per point ({len(points)}), "
+                             f"got {acc!r}")
+        size = scan.sizes[name]
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
+            raise ValueError(f"{what}: layer {name!r} must have a positive number of weights, got {size!r}")
+
+
 def _drop_curves(scan: Scan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """{layer: (sparsities with 0 first, non-decreasing drops with 0 first)}."""
+    _check_scan(scan, "allocate_sparsity")
     if scan.kind != "sparsity":
         raise ValueError(f"allocate_sparsity needs a pruning scan (kind 'sparsity'), got kind {scan.kind!r}")
     curves = {}
@@ -185,7 +218,10 @@ def allocate_sparsity(scan: Scan, pruned: int) -> dict[str, int]:
 
     pruned: the total number of weights to prune over the scan's layers, e.g.
     ``prune.pruned_count(total weights, target)``, what one global threshold prunes.
-    Raises ValueError when the total is more than the layers can prune within the scanned range.
+    Raises ValueError when the total is more than the layers can prune within the scanned range (no
+    layer is pruned past the largest scanned sparsity: floor(s_max n) weights at most), or for a Scan
+    that is not whole (points not increasing, an accuracy NaN or outside [0, 1], lengths or layers that
+    differ, sizes that are not positive counts).
     """
     curves = _drop_curves(scan)
     n = {name: scan.sizes[name] for name in curves}
@@ -196,10 +232,11 @@ def allocate_sparsity(scan: Scan, pruned: int) -> dict[str, int]:
         for (s0, d0), (s1, d1) in zip(hull, hull[1:]):
             weights = (s1 - s0) * n[name]
             segments.append(((d1 - d0) / weights, order, name, weights))
-    most = sum(w for *_, w in segments)
-    if pruned > most + 1e-6:
+    # never past the largest scanned sparsity, where the scan says nothing
+    most_of = {name: min(n[name], math.floor(s[-1] * n[name] + 1e-9)) for name, (s, _) in curves.items()}
+    if pruned > sum(most_of.values()):
         raise ValueError(f"pruning {pruned} weights needs more than the scanned sparsities allow "
-                         f"({math.floor(most)} at most); scan up to a higher sparsity")
+                         f"({sum(most_of.values())} at most); scan up to a higher sparsity")
     real, left = dict.fromkeys(curves, 0.0), float(pruned)
     for _, _, name, weights in sorted(segments):        # cheapest first; ties: model order
         take = min(weights, left)
@@ -207,12 +244,11 @@ def allocate_sparsity(scan: Scan, pruned: int) -> dict[str, int]:
         left -= take
         if left <= 0:
             break
-    counts = {name: min(n[name], math.floor(x + 1e-9)) for name, x in real.items()}
-    for name in sorted(curves, key=lambda m: (-(real[m] - counts[m]), m)):   # largest remainders first
-        if sum(counts.values()) >= pruned:
-            break
-        if counts[name] < n[name]:
-            counts[name] += 1
+    counts = {name: min(most_of[name], math.floor(x + 1e-9)) for name, x in real.items()}
+    while sum(counts.values()) < pruned:                # largest remainders first, within the scanned range
+        name = min((m for m in curves if counts[m] < most_of[m]), key=lambda m: (-(real[m] - counts[m]), m))
+        counts[name] += 1
+
     while sum(counts.values()) > pruned:                # rounding error the other way
         name = max((m for m in counts if counts[m] > 0), key=lambda m: counts[m] - real[m])
         counts[name] -= 1
@@ -266,6 +302,12 @@ def allocate_bits(drops: dict, sizes: dict, budget: float) -> dict[str, int]:
     for name in drops:
         if set(drops[name]) != set(sizes[name]) or not drops[name]:
             raise ValueError(f"layer {name!r}: drops and sizes must have the same widths")
+        for b in drops[name]:
+            d, size = drops[name][b], sizes[name][b]
+            if not (isinstance(d, (int, float, np.floating)) and math.isfinite(d)):
+                raise ValueError(f"layer {name!r}, {b} bits: the drop must be a finite number, got {d!r}")
+            if not (isinstance(size, (int, float, np.floating, np.integer)) and math.isfinite(size) and size > 0):
+                raise ValueError(f"layer {name!r}, {b} bits: the size must be a positive number of bytes, got {size!r}")
     budget = checks.number("budget", budget)
     scale = 8                                                   # sizes in bits: exact integers
     front = [(0, 0.0, ())]                                      # (size, drop, widths)

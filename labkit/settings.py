@@ -108,7 +108,7 @@ def data_folder(root=None) -> tuple[Path, str]:
     neither created nor checked here."""
     if root is not None:
         return Path(root).expanduser(), "the root= argument"
-    env = os.environ.get("LABKIT_DATA")
+    env = os.environ.get("LABKIT_DATA", "").strip()     # stripped like every variable: " " is unset
     if env:
         return Path(env).expanduser(), "$LABKIT_DATA"
     xdg = os.environ.get("XDG_CACHE_HOME")

@@ -62,3 +62,26 @@ def test_each_edition_runs_in_its_own_folder():
     assert course.current("2024").folder(ci) == "ci-2024"
     with pytest.raises(ValueError, match="settings.Profile"):
         course.current("2024").folder("ci")
+
+
+# --- issue 27: an edition is validated where it is defined ------------------------------------------
+
+@pytest.mark.parametrize("change, match", [
+    (dict(val_fraction=0), r"val_fraction must be in \(0, 1\)"),
+    (dict(val_fraction=0.0), r"val_fraction must be in \(0, 1\)"),
+    (dict(name="fall/2025"), "no '/'"),
+    (dict(name="Fall2025"), "lower-case"),
+    (dict(name=""), "lower-case"),
+    (dict(ptq_bits=(6, 5, 4, 3, 2, 1), qat_bits=(4, 3, 2, 1), sym_qat_bits=(4, 1)), "sym_qat_bits must be 2 or more"),
+])
+def test_an_edition_that_a_run_could_not_use_is_refused(change, match):
+    """A zero val_fraction (no validation images), a name LABKIT_COURSE cannot select or that makes a
+    folder path, a 1-bit symmetric width (its quantizer returns NaN)."""
+    with pytest.raises(ValueError, match=match):
+        course.EDITIONS["course"].replace(**change)
+
+
+def test_every_edition_is_selectable_by_labkit_course(monkeypatch):
+    for name in course.EDITIONS:
+        monkeypatch.setenv("LABKIT_COURSE", f" {name.upper()} ")
+        assert course.current() is course.EDITIONS[name]

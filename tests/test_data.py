@@ -128,6 +128,7 @@ def test_cifar10_interrupted_download_leaves_nothing(served_tarball, tmp_path):
 def test_cifar10_no_network_says_how_to_work_offline(monkeypatch, tmp_path):
     monkeypatch.setattr(D, "CIFAR10_URL", closed_port_url("/cifar-10-python.tar.gz"))
     monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "envroot"))
+    (tmp_path / "envroot").mkdir()                                  # LABKIT_DATA must name a folder
     with pytest.raises(DownloadError) as err:
         cifar10(verbose=False)
     msg = str(err.value)
@@ -684,3 +685,33 @@ def test_the_fingerprint_covers_pixels_labels_and_order(tmp_path, data_root):
     offline = cifar10(data_root, download=False, verbose=False)
     if (len(offline.train), len(offline.test)) == (5085, 1017):
         assert D.fingerprint(offline) == D.COURSE_SUBSET_SHA256
+
+
+# --- issue 27: bad input refused early, by name ----------------------------------------------------
+
+@pytest.mark.parametrize("labels", [[None] * 4, ["a", "b", "c", "d"], [1, "a", 2, 3]], ids=["none", "str", "mixed"])
+def test_a_batch_with_non_integer_labels_is_named(tmp_path, labels):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(pickle.dumps({"data": np.zeros((4, 3072), np.uint8), "labels": labels}))
+    with pytest.raises(D.DamagedFileError, match=rf"{path}: labels must be integers in 0..9, got an array of dtype"):
+        D._load_batch(path)
+
+
+def test_labkit_data_that_names_no_folder_makes_nothing_and_downloads_nothing(monkeypatch, tmp_path):
+    monkeypatch.setattr(D, "CIFAR10_URL", "http://unused.invalid/")   # must not be contacted
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABKIT_DATA", str(tmp_path / "typo"))
+    with pytest.raises(FileNotFoundError, match=r"LABKIT_DATA=.*typo' names no folder"):
+        cifar10(verbose=False)
+    monkeypatch.setenv("LABKIT_DATA", "relative/typo")
+    with pytest.raises(FileNotFoundError, match="names no folder"):
+        cifar10(verbose=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_labkit_data_is_stripped_like_every_variable(monkeypatch, tmp_path, data_root):
+    from labkit import settings
+    monkeypatch.setenv("LABKIT_DATA", f"  {data_root}\n")
+    assert settings.data_folder()[0] == data_root
+    monkeypatch.setenv("LABKIT_DATA", "   ")
+    assert settings.data_folder()[1] != "$LABKIT_DATA"              # blank: unset, the default cache

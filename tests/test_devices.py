@@ -9,8 +9,9 @@ from labkit.train import TrainConfig
 
 def test_pick_device_prefers_the_argument_then_the_environment(monkeypatch):
     monkeypatch.setenv("LABKIT_DEVICE", "meta")
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device() == torch.device("meta")
+    assert pick_device("cpu") == torch.device("cpu")                  # the argument: the variable is not read
+    monkeypatch.setenv("LABKIT_DEVICE", " cpu ")
+    assert pick_device() == torch.device("cpu")
     monkeypatch.setenv("LABKIT_DEVICE", "gpu")
     with pytest.raises(ValueError, match=r"LABKIT_DEVICE.*'gpu'.*'cpu', 'cuda'"):
         pick_device()
@@ -52,3 +53,12 @@ def test_model_device_and_device_name():
     with pytest.raises(ValueError, match="no parameters"):
         devices.model_device(torch.nn.ReLU())
     assert devices.device_name("cpu").startswith("cpu (") and devices.device_name(None).startswith("numpy")
+
+
+def test_the_meta_device_is_refused_by_name(monkeypatch):
+    """meta tensors hold no values: a run there 'trains' and 'evaluates' without computing anything."""
+    monkeypatch.setenv("LABKIT_DEVICE", "meta")
+    with pytest.raises(ValueError, match=r"LABKIT_DEVICE = 'meta' is not supported; use 'cpu'"):
+        pick_device()
+    with pytest.raises(ValueError, match="'meta' is not supported"):
+        pick_device("meta")

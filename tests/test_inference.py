@@ -193,3 +193,30 @@ def test_bad_input_gets_clear_errors(tmp_path, one_conv):
     assert not (tmp_path / "q.onnx").exists()
     with pytest.raises(ValueError, match="float32"):
         inference.export(OneConv().double(), tmp_path / "d.onnx", image_shape=(3, 8, 8))
+
+
+# --- issue 27: the engine refuses what it would answer wrongly; ONNX Runtime's errors translated ----
+
+def test_the_engine_refuses_non_finite_images_and_a_wrong_shape_by_name(one_conv):
+    _, _, int8 = one_conv
+    engine = inference.Engine(int8)
+    x = torch.rand(4, 3, 8, 8)
+    assert torch.isfinite(engine(x)).all()
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        engine(x)
+    x[1, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        engine(x)
+    with pytest.raises(ValueError, match=r"conv_int8.onnx takes float images of shape \(.*, 3, 8, 8\).*\(4, 3, 9, 8\)"):
+        engine(torch.rand(4, 3, 9, 8))
+    with pytest.raises(ValueError, match=r"takes float images"):
+        engine(torch.rand(3, 8, 8))
+
+
+def test_a_damaged_onnx_file_is_named(tmp_path, one_conv):
+    _, fp32, _ = one_conv
+    damaged = tmp_path / "conv.onnx"
+    damaged.write_bytes(fp32.read_bytes()[: fp32.stat().st_size // 2])
+    with pytest.raises(ValueError, match=rf"{damaged} is not a model ONNX Runtime can run.*damaged or truncated"):
+        inference.Engine(damaged)

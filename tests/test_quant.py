@@ -816,3 +816,29 @@ def test_a_students_quantizer_runs_in_the_layers_and_is_restored():
     assert set(calls) == {("aware", 2)}                   # the block's quantizer, fn included, restored
     with pytest.raises(ValueError, match="fn must be a function"):
         quant.set_bits(net, 2, fn=3)
+
+
+# --- issue 27: numerics at the edge of float32 -------------------------------------------------------
+
+def numpy_minmax(w, bits):
+    """The asymmetric quantizer in float64 numpy (module docstring's formula)."""
+    w = np.asarray(w, np.float64)
+    n, lo, hi = 2 ** bits - 1, w.min(), w.max()
+    return np.round((w - lo) / (hi - lo) * n) / n * (hi - lo) + lo
+
+
+@pytest.mark.parametrize("values", [[3e38, -3e38, 0.5, 1e38], [-3.4e38, 3.4e38, 0.0], [3.3e38, -1.0, 2e38]])
+def test_finite_weights_near_the_float32_limit_quantize_without_nan(values):
+    w = torch.tensor(values, dtype=torch.float32)
+    got = quant.quantize(w, 4)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    np.testing.assert_allclose(got.numpy(), numpy_minmax(w.numpy(), 4).astype(np.float32), rtol=1e-6)
+    for kwargs in (dict(symmetric=True), dict(zero_point=True)):
+        assert torch.isfinite(quant.quantize(w, 4, **kwargs)).all(), kwargs
+    codes, codebook = quant.encode(w, 4)
+    assert torch.isfinite(codebook).all() and codes.max() <= 15
+
+
+def test_the_symmetric_quantizer_refuses_one_bit_instead_of_nan():
+    with pytest.raises(ValueError, match="bits=1 with symmetric=True"):
+        quant.symmetric_quantize(torch.randn(10), 1)

@@ -175,7 +175,7 @@ def test_the_total_is_met_exactly_on_noisy_scans(seed):
     acc = {name: list(0.9 - np.clip(rng.normal(0, 0.05, 4) + np.linspace(0, 1, 4) * rng.random(), -0.1, 0.9))
            for name in sizes}
     scan = Scan("sparsity", points, acc, 0.9, sizes, 100)
-    most = int(sum(points[-1] * n for n in sizes.values()))
+    most = sum(int(np.floor(points[-1] * n + 1e-9)) for n in sizes.values())   # no layer past the scanned range
     for total in {0, 1, most // 3, most // 2, most}:
         counts = allocate_sparsity(scan, total)
         assert sum(counts.values()) == total
@@ -280,3 +280,46 @@ def test_a_mixed_width_model_round_trips_through_a_checkpoint(tmp_path):
     assert {name: quant.bits_of(back.get_submodule(name)) for name in names} == widths
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(back.eval()(x), net.eval()(x), rtol=0, atol=0)
+
+
+# --- issue 27: a Scan is checked, no layer is pruned past the scanned range --------------------------
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(points=(0.5, 0.3)), "increasing"),
+    (dict(points=(0.3, 1.5)), "increasing"),
+    (dict(accuracy={"a": [0.8, float("nan")], "b": [0.9, 0.9]}), "'a' must have one accuracy in"),
+    (dict(accuracy={"a": [0.8], "b": [0.9, 0.9]}), "'a' must have one accuracy in"),
+    (dict(accuracy={"a": [0.8, 1.7], "b": [0.9, 0.9]}), "'a' must have one accuracy in"),
+    (dict(sizes={"a": 100, "b": -5}), "'b' must have a positive number of weights"),
+    (dict(sizes={"a": 100, "b": 0}), "'b' must have a positive number of weights"),
+    (dict(sizes={"a": 100}), "same layers"),
+    (dict(base=float("nan")), "base accuracy"),
+])
+def test_a_scan_that_is_not_whole_is_refused_by_name(bad, match):
+    """Hand-made or edited scans gave negative counts or an allocation computed from NaN."""
+    fields = dict(kind="sparsity", points=(0.3, 0.6), accuracy={"a": [0.8, 0.7], "b": [0.9, 0.9]}, base=0.9,
+                  sizes={"a": 100, "b": 100}, images=50)
+    with pytest.raises(ValueError, match=match):
+        allocate_sparsity(Scan(**{**fields, **bad}), 50)
+    bits = {**fields, "kind": "bits", "points": (2, 3), **{k: v for k, v in bad.items() if k != "points"}}
+    if "points" not in bad:
+        with pytest.raises(ValueError, match=match):
+            Scan(**bits).bit_drops()
+
+
+def test_no_layer_is_pruned_past_the_largest_scanned_sparsity():
+    """Rounding by largest remainder took a layer one weight past its scanned range (0.9 of 101 = 90.9)."""
+    scan = Scan("sparsity", (0.45, 0.9), {"a": [0.9, 0.9], "b": [0.9, 0.9]}, 0.9, {"a": 101, "b": 101}, 50)
+    assert allocate_sparsity(scan, 180) == {"a": 90, "b": 90}
+    with pytest.raises(ValueError, match=r"\(180 at most\)"):
+        allocate_sparsity(scan, 181)
+
+
+@pytest.mark.parametrize("drops, sizes, match", [
+    ({"a": {2: float("nan"), 3: 0.1}}, {"a": {2: 10.0, 3: 15.0}}, "drop must be a finite number"),
+    ({"a": {2: 0.2, 3: 0.1}}, {"a": {2: -10.0, 3: 15.0}}, "size must be a positive number"),
+    ({"a": {2: 0.2, 3: 0.1}}, {"a": {2: float("inf"), 3: 15.0}}, "size must be a positive number"),
+])
+def test_bits_allocation_refuses_non_finite_drops_and_bad_sizes(drops, sizes, match):
+    with pytest.raises(ValueError, match=match):
+        allocate_bits(drops, sizes, 100)
