@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.stats import binomtest
-from scipy.stats import t as _t
 
 __all__ = ["binomial_se", "mean_std", "pm", "difference", "verdict", "t_cdf", "t_quantile", "Seeds", "Side",
            "Comparison", "compare", "Paired", "mcnemar", "SeedComparison", "compare_seeds"]
@@ -76,7 +74,8 @@ def t_cdf(t: float, df: float) -> float:
     by ``scipy.stats.t``."""
     if not df > 0:
         raise ValueError(f"df must be positive, got {df!r}")
-    return float(_t.cdf(t, df))
+    from scipy.stats import t as student_t   # here, not at the top: scipy.stats takes 0.7 s to import
+    return float(student_t.cdf(t, df))
 
 
 def t_quantile(p: float, df: float) -> float:
@@ -85,7 +84,8 @@ def t_quantile(p: float, df: float) -> float:
         raise ValueError(f"p must be in (0, 1), got {p!r}")
     if not df > 0:
         raise ValueError(f"df must be positive, got {df!r}")
-    return float(_t.ppf(p, df))
+    from scipy.stats import t as student_t
+    return float(student_t.ppf(p, df))
 
 
 @dataclass(frozen=True)
@@ -325,6 +325,7 @@ def mcnemar(a_name: str, a_correct, b_name: str, b_correct) -> Paired:
     n = a.size
     a_only, b_only = int((a * (1 - b)).sum()), int((b * (1 - a)).sum())
     m = a_only + b_only
+    from scipy.stats import binomtest
     p_value = 1.0 if m == 0 else float(binomtest(a_only, m, 0.5).pvalue)
     p01, p10 = (a_only + 1) / (n + 2), (b_only + 1) / (n + 2)      # Bonett-Price: one added to each
     d = p01 - p10
@@ -449,5 +450,5 @@ def compare_seeds(a_name: str, a_correct, b_name: str, b_correct) -> SeedCompari
     parts = [(v, d) for v, d in parts if v != 0 and not math.isinf(d)]
     df = math.inf if not parts or var == 0 else var ** 2 / sum(v ** 2 / d for v, d in parts)
     se = math.sqrt(var)
-    crit = float(_t.ppf(0.975, df)) if not math.isinf(df) else _Z95
+    crit = t_quantile(0.975, df) if not math.isinf(df) else _Z95
     return SeedComparison(sa, sb, images, image_var, float(per_image.mean()), se, df, crit * se)
