@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ast
 import csv
+import functools
 import io
 import json
 import os
@@ -128,13 +129,14 @@ def _python(src: str) -> str:
     return TransformerManager().transform_cell(src)
 
 
-def _names(src: str) -> tuple[set[str], set[str]]:
+@functools.lru_cache(maxsize=4096)
+def _names(src: str) -> tuple[frozenset[str], frozenset[str]]:
     """(names a cell defines at its top level, names it reads anywhere); a cell that does not parse
     defines and reads nothing (running it reports the error)."""
     try:
         tree = ast.parse(_python(src))
     except (SyntaxError, ValueError, RecursionError):
-        return set(), set()
+        return frozenset(), frozenset()
     defined, used = set(), set()
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -144,7 +146,7 @@ def _names(src: str) -> tuple[set[str], set[str]]:
         else:
             defined |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
-    return defined, used
+    return frozenset(defined), frozenset(used)
 
 
 def needed(cells: list[tuple[str, str]], own: int) -> list[int]:
