@@ -621,9 +621,10 @@ def train(
                 snapshot.restore()
             done = len(history.records)
             e.history = history
-            e.add_note(f"labkit.train: error.history holds the {done} finished epoch(s); the model holds its "
-                       f"weights at {f'the end of epoch {done}' if done else 'the start of the run'} (the failed "
-                       f"epoch's steps were undone)")
+            if hasattr(e, "add_note"):             # Python >= 3.11
+                e.add_note(f"labkit.train: error.history holds the {done} finished epoch(s); the model holds its "
+                           f"weights at {f'the end of epoch {done}' if done else 'the start of the run'} (the "
+                           f"failed epoch's steps were undone)")
         raise
     finally:
         progress_bar.close()
