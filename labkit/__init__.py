@@ -35,6 +35,7 @@ Layer 5:
     compress       Lab 4 (a): the Deep Compression file format (CSR, codebooks, Huffman)
     report         a run's header, seeds tables, results for the book's results page
     inference      Lab 4 (d): int8 inference on ONNX Runtime (export, static quantization, Engine), bf16
+    group_lasso    Lab 5 (a), (b): L1 and Group Lasso training, subgradient and proximal (callbacks)
 Layer 6:
     footprint      Lab 4 (a): bytes on disk per compression stage
     sensitivity    Lab 2 (f), Lab 3 (g): one-layer-at-a-time scans, sparsity and bits per layer
@@ -50,6 +51,6 @@ LAYERS = (
     ("data", "models"),
     ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
-    ("checkpoints", "compress", "report", "exercises", "inference"),
+    ("checkpoints", "compress", "report", "exercises", "inference", "group_lasso"),
     ("footprint", "sensitivity"),
 )

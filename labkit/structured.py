@@ -25,6 +25,14 @@ recovers it.
 
 The result is a plain `labkit.models.ResNet(inner=widths)`: no masks, smaller tensors, the same
 state-dict keys, so it trains, saves and loads like any ResNet.
+
+Channels that training made zero (Lab 5 (b), ``labkit.group_lasso``). `live_channels` finds the inner
+channels whose conv2 input slice conv2.weight[:, c] is not all zero; the others contribute exactly
+nothing to the block's output, whatever conv1 and bn1 do with them (in eval mode and in train mode:
+batch norm normalises each channel on its own). `remove_zero_channels` removes them with the same
+surgery (`remove_channels`, which `prune_channels` uses too), so the smaller model computes what the
+zeroed one computes. A Group Lasso zero group (conv1[c], bn1's scale and shift, conv2[:, c] all 0)
+is such a channel.
 """
 from __future__ import annotations
 
@@ -36,7 +44,7 @@ from .layers import parametrizations
 from .models import BasicBlock, ResNet
 
 __all__ = ["blocks", "block_convs", "channel_norms", "kept_channels", "inner_widths", "prune_channels",
-           "zero_channels"]
+           "zero_channels", "live_channels", "remove_channels", "remove_zero_channels"]
 
 
 def _check_keep(keep) -> float:
@@ -119,9 +127,54 @@ def prune_channels(net: ResNet, keep: float) -> ResNet:
     channels deleted; every other tensor (stem, bn2, fc, normalisation buffers) is copied.
     `net` is not changed. keep = 1 gives a plain copy.
     """
-    kept = kept_channels(_check_resnet(net), keep)
+    return remove_channels(net, kept_channels(_check_resnet(net), keep))
+
+
+def live_channels(net: ResNet) -> dict[str, torch.Tensor]:
+    """{block name: sorted int64 indices of the inner channels c whose conv2 input slice
+    conv2.weight[:, c] (the effective weight: after a mask or quantizer) has a non-zero entry}. The
+    other channels never reach the block's output. A block whose every channel is dead keeps its
+    channel 0 (a ResNet block needs one; it is zero, so the function is the same)."""
+    live = {}
+    with torch.no_grad():
+        for name, b in blocks(_check_resnet(net)):
+            W = b.conv2.weight.detach()                                   # (C_out, inner, 3, 3)
+            idx = (W.transpose(0, 1).flatten(1) != 0).any(dim=1).nonzero().flatten()
+            live[name] = idx if idx.numel() else torch.zeros(1, dtype=torch.int64, device=W.device)
+    return live
+
+
+def remove_zero_channels(net: ResNet) -> ResNet:
+    """A new, physically smaller ResNet without the inner channels that contribute nothing
+    (`live_channels`: conv2.weight[:, c] all zero, e.g. a Group Lasso zero group); it computes what
+    `net` computes, to float rounding. `net` is not changed. See `remove_channels`."""
+    return remove_channels(net, live_channels(net))
+
+
+def remove_channels(net: ResNet, kept: dict[str, torch.Tensor]) -> ResNet:
+    """The channel surgery: a new ResNet holding only the inner channels ``kept[block]`` (int64
+    indices in increasing order, at least one per block, every block named) of each block.
+
+    Returns ``ResNet(inner=widths)`` on `net`'s device and in its train/eval mode, holding
+    `net`'s effective weights (a pruning mask or quantizer is baked in: the result has plain
+    Parameters) with conv1's rows, bn1's entries and conv2's input channels of the removed
+    channels deleted; every other tensor (stem, bn2, fc, normalisation buffers) is copied.
+    `net` is not changed.
+    """
+    names = [name for name, _ in blocks(_check_resnet(net))]
+    if not isinstance(kept, dict) or sorted(kept) != sorted(names):
+        raise ValueError(f"kept must be a dict {{block name: channel indices}} naming every block {names}, "
+                         f"got {sorted(kept) if isinstance(kept, dict) else type(kept).__name__}")
+    for name, b in blocks(net):
+        idx = kept[name]
+        if (not isinstance(idx, torch.Tensor) or idx.dim() != 1 or idx.numel() == 0 or idx.is_floating_point()
+                or bool((idx[1:] <= idx[:-1]).any()) or int(idx.min()) < 0 or int(idx.max()) >= b.conv1.out_channels):
+            raise ValueError(f"kept[{name!r}] must be a non-empty 1-d integer tensor of increasing channel "
+                             f"indices in [0, {b.conv1.out_channels}), got {idx!r}")
+    kept = {name: kept[name] for name in names}               # model order
     device = next(net.parameters()).device
-    small = ResNet(inner=[len(i) for i in kept.values()], num_classes=net.fc.out_features).to(device)
+    num_blocks = tuple(len(stage) for stage in (net.stage1, net.stage2, net.stage3))
+    small = ResNet(num_blocks, inner=[len(i) for i in kept.values()], num_classes=net.fc.out_features).to(device)
     old, new = dict(net.named_modules()), dict(small.named_modules())
     block_names = set(kept)
     with torch.no_grad():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import checkpoints, models, prune, structured
+from labkit import checkpoints, costs, models, prune, structured
 from labkit.layers import prunable_layers
 from labkit.models import ResNet
 
@@ -153,3 +153,90 @@ def test_pretrained_channel_pruning(data_root):
     zeroed = structured.zero_channels(models.resnet20(pretrained=True, root=data_root).eval(), 0.5)
     with torch.no_grad():
         torch.testing.assert_close(small(_images()), zeroed(_images()), rtol=1e-5, atol=1e-4)
+
+
+# --- removing the channels that training made zero (Lab 5 (b)) ------------------------------------------
+
+# the channels zeroed below: {block: channels}; stage3.1 loses every one of its 64
+ZEROED = {"stage1.0": [0, 5, 15], "stage2.0": [3], "stage2.2": list(range(0, 32, 2)), "stage3.1": list(range(64))}
+
+
+def _zero_groups(net, which=ZEROED, *, whole_group=True):
+    """Zero the Group Lasso groups of `which`: conv1[c], bn1's scale and shift, conv2[:, c] (or only
+    conv2[:, c] with whole_group=False)."""
+    modules = dict(net.named_modules())
+    with torch.no_grad():
+        for name, channels in which.items():
+            b = modules[name]
+            b.conv2.weight[:, channels] = 0
+            if whole_group:
+                b.conv1.weight[channels] = 0
+                b.bn1.weight[channels] = 0
+                b.bn1.bias[channels] = 0
+    return net
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+@pytest.mark.parametrize("whole_group", [True, False])
+def test_removing_zero_channels_keeps_the_function(mode, whole_group):
+    net = _zero_groups(_random_resnet(), whole_group=whole_group).train(mode == "train")
+    small = structured.remove_zero_channels(net)
+    live = structured.live_channels(net)
+    for name, b in structured.blocks(net):
+        dead = set(ZEROED.get(name, []))
+        expected = [c for c in range(b.conv1.out_channels) if c not in dead] or [0]   # a block keeps one
+        assert live[name].tolist() == expected
+    assert structured.inner_widths(small) == tuple(len(i) for i in live.values())
+    assert small.training == (mode == "train")
+    x = _images(8)
+    with torch.no_grad():
+        torch.testing.assert_close(small(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_removing_a_live_channel_changes_the_function():
+    """The test above could fail: removing a channel that is not zero changes the outputs."""
+    net = _zero_groups(_random_resnet())
+    live = structured.live_channels(net)
+    fewer = dict(live)
+    fewer["stage1.1"] = live["stage1.1"][1:]
+    x = _images()
+    with torch.no_grad():
+        assert not torch.allclose(structured.remove_channels(net, fewer)(x), net(x), rtol=1e-3, atol=1e-3)
+
+
+def test_zero_channels_removal_counts_params_and_macs_by_hand():
+    net = _zero_groups(_random_resnet())
+    small = structured.remove_zero_channels(net)
+    # a removed inner channel of a block with C_in inputs, C_out outputs at H x W output positions:
+    # 9 C_in + 2 + 9 C_out parameters (conv1 filter, bn1 scale and shift, conv2 input slice)
+    # 9 C_in H W + 9 C_out H W multiply-accumulates (conv1's output channel, conv2's input channel)
+    shape = {"stage1.0": (16, 16, 32), "stage2.0": (16, 32, 16), "stage2.2": (32, 32, 16), "stage3.1": (64, 64, 8)}
+    removed = {"stage1.0": 3, "stage2.0": 1, "stage2.2": 16, "stage3.1": 63}    # stage3.1 keeps one channel
+    params = sum(n * (9 * c_in + 2 + 9 * c_out) for b, n in removed.items() for c_in, c_out, _ in [shape[b]])
+    macs = sum(n * 9 * (c_in + c_out) * hw * hw for b, n in removed.items() for c_in, c_out, hw in [shape[b]])
+    assert costs.count_params(net) - costs.count_params(small) == params
+    assert costs.count_macs(net) - costs.count_macs(small) == macs
+    assert costs.count_macs(net) == 40_551_040                      # ResNet-20's MACs per image
+
+
+def test_remove_channels_checks_its_indices():
+    net = _random_resnet()
+    full = {name: torch.arange(b.conv1.out_channels) for name, b in structured.blocks(net)}
+    torch.testing.assert_close(structured.remove_channels(net, full)(_images()), net(_images()), rtol=0, atol=0)
+    for bad in ({**full, "stage1.0": torch.tensor([], dtype=torch.int64)},
+                {**full, "stage1.0": torch.tensor([3, 1])},
+                {**full, "stage1.0": torch.tensor([16])},
+                {**full, "stage1.0": torch.tensor([0.0, 1.0])},
+                {k: v for k, v in full.items() if k != "stage3.2"}):
+        with pytest.raises(ValueError, match="kept"):
+            structured.remove_channels(net, bad)
+
+
+def test_removal_works_on_other_block_counts():
+    torch.manual_seed(0)
+    net = ResNet((1, 2, 1), inner=(4, 4, 3, 5)).eval()
+    _zero_groups(net, {"stage2.1": [0, 2]})
+    small = structured.remove_zero_channels(net)
+    assert structured.inner_widths(small) == (4, 4, 1, 5)
+    with torch.no_grad():
+        torch.testing.assert_close(small(_images()), net(_images()), rtol=1e-5, atol=1e-5)
