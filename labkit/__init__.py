@@ -13,6 +13,7 @@ Layer 0, leaves (no labkit imports but `checks` and `settings`, which import non
     progress       progress bars (widgets, text or off)
     files          atomic writes: every file labkit writes
     huffman        canonical Huffman codes (Lab 4)
+    judge          the self-checks' and the grader's judge: observe (the student's side), judge (labkit's side)
 Layer 1:
     download       the data folder, checked downloads (MD5, SHA-256)
     devices        the device, bf16/fp16 by capability, memory format, autocast
@@ -34,6 +35,7 @@ Layer 5:
     checkpoints    saving and loading a pruned and/or quantized model (one loader)
     compress       Lab 4 (a): the Deep Compression file format (CSR, codebooks, Huffman)
     report         a run's header, seeds tables, results for the book's results page
+    exercises      Labs 1-3: the exercises, their inputs, references and usual mistakes; check, by key
     inference      Lab 4 (d): int8 inference on ONNX Runtime (export, static quantization, Engine), bf16
     group_lasso    Lab 5 (a), (b): L1 and Group Lasso training, subgradient and proximal (callbacks)
 Layer 6:
@@ -46,7 +48,7 @@ a table comparing several is the module's ``<what>_table(...)`` function.
 __version__ = "0.1.0"   # pyproject.toml's version (tests/test_handouts.py holds them equal); the handouts pin it
 
 LAYERS = (
-    ("settings", "course", "checks", "tables", "stats", "layers", "progress", "files", "huffman"),
+    ("settings", "course", "checks", "tables", "stats", "layers", "progress", "files", "huffman", "judge"),
     ("download", "devices", "plots", "sparse_linear"),
     ("data", "models"),
     ("train",),

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import exercises, prune, quant, sparse_linear
+from labkit import exercises, judge, prune, quant, sparse_linear
 
 KEYS = exercises.keys()
 REPO = Path(__file__).resolve().parents[1]
@@ -141,12 +141,12 @@ def test_every_wrong_version_differs_from_the_reference_on_a_visible_input(key, 
     ex = exercises.EXERCISES[key]
     differs = []
     for case in ex.cases:
-        expected = exercises._run(ex, ex.reference, case)[0]
+        expected = judge._run(ex, ex.reference, case)[0]
         try:
-            theirs = exercises._run(ex, wrong, case)[0]
+            theirs = judge._run(ex, wrong, case)[0]
         except Exception:                                   # noqa: BLE001 - fails here: not this input
             continue
-        differs.append(not exercises._same_parts(theirs, expected, ex.exact))
+        differs.append(not judge._same_parts(theirs, expected, ex.exact))
     assert any(differs), f"{key}: the wrong version '{message[:50]}' agrees with the reference on every input"
 
 
@@ -390,7 +390,7 @@ def test_forbidden_lists_the_reference_and_names_that_exist(key):
         assert module.startswith("labkit.") and isinstance(names, tuple)
         mod = importlib.import_module(module)
         for name in names:
-            assert exercises._functions(getattr(mod, name)), f"{module}.{name} runs no Python code to refuse"
+            assert judge._functions(getattr(mod, name)), f"{module}.{name} runs no Python code to refuse"
 
 
 def test_the_quantizers_refuse_the_shared_machinery():

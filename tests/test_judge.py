@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from labkit import exercises
+from labkit import exercises, judge
 
 KEYS = exercises.keys()
 REPO = Path(__file__).resolve().parents[1]
@@ -50,11 +50,11 @@ def test_observe_records_the_students_errors_and_exits_instead_of_raising():
     obs = exercises.observe("lab2 (d)", lambda e, steps, target: sys.exit(3))
     assert obs["0/raised"].tolist() == ["SystemExit", "3"]
     long = exercises.observe("lab2 (d)", lambda e, steps, target: (_ for _ in ()).throw(ValueError("x" * 10_000)))
-    assert len(long["0/raised"][1]) == exercises.MAX_TEXT
+    assert len(long["0/raised"][1]) == judge.MAX_TEXT
 
 
 def test_a_huge_result_is_recorded_not_carried():
-    obs = exercises.observe("lab1 (e)", lambda v, t: np.zeros(exercises.MAX_VALUES + 1))
+    obs = exercises.observe("lab1 (e)", lambda v, t: np.zeros(judge.MAX_VALUES + 1))
     assert "more than a check reads" in str(obs["0/returned"])
     with pytest.raises(exercises.Mistake, match="returned a ndarray of 100001 values"):
         exercises.judge("lab1 (e)", exercises.decode(exercises.encode(obs)))
@@ -101,8 +101,8 @@ def test_decode_refuses_what_observe_never_writes_and_runs_nothing(forge):
         "complex dtype": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(6, dtype=complex))}),
         "void dtype": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(2, dtype=[("a", "f8")]))}),
         "huge shape": lambda: _npz({**good, "0/output.npy": _npy_header("<f8", (10 ** 12,)) + b"\0" * 64}),
-        "too many values": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(exercises.MAX_VALUES + 1, dtype=bool))}),
-        "too many bytes": lambda: b"\0" * (exercises.MAX_BYTES + 1),
+        "too many values": lambda: _npz({**good, "0/output.npy": _npy(np.zeros(judge.MAX_VALUES + 1, dtype=bool))}),
+        "too many bytes": lambda: b"\0" * (judge.MAX_BYTES + 1),
         "short data": lambda: _npz({**good, "0/output.npy": _npy_header("<f8", (6,)) + b"\0" * 8}),
         "compressed bomb": lambda: _bomb(),
     }[forge]()
@@ -132,7 +132,7 @@ def _npy_header(descr: str, shape) -> bytes:
 def _bomb():
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("0/output.npy", _npy_header("<f8", (exercises.MAX_VALUES,)) + b"\0" * (exercises.MAX_BYTES + 8))
+        zf.writestr("0/output.npy", _npy_header("<f8", (judge.MAX_VALUES,)) + b"\0" * (judge.MAX_BYTES + 8))
     return buffer.getvalue()
 
 
@@ -225,15 +225,15 @@ _CHILD = r"""
 import sys
 import numpy as np
 import torch
-from labkit import exercises
+from labkit import exercises, judge
 
 def keep_mask(w, q):
     # patch everything a verdict could use in this process, then return a wrong mask
     np.array_equal = np.allclose = lambda *a, **k: True
     np.isclose = lambda a, b, **k: np.ones(np.shape(a), dtype=bool)
     torch.equal = lambda *a: True
-    exercises.judge = lambda *a, **k: "lab2 (b) keep_mask: passed"
-    exercises._same = exercises._same_parts = lambda *a, **k: True
+    exercises.judge = judge.judge = lambda *a, **k: "lab2 (b) keep_mask: passed"
+    judge._same = judge._same_parts = lambda *a, **k: True
     return torch.ones(w.shape, dtype=torch.bool)
 
 sys.stdout.buffer.write(exercises.encode(exercises.observe("lab2 (b)", keep_mask)))
