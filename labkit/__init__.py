@@ -38,6 +38,7 @@ Layer 5:
     exercises      Labs 1-3: the exercises, their inputs, references and usual mistakes; check, by key
     inference      Lab 4 (d): int8 inference on ONNX Runtime (export, static quantization, Engine), bf16
     group_lasso    Lab 5 (a), (b): L1 and Group Lasso training, subgradient and proximal (callbacks)
+    early_exit     Lab 5 (c): internal classifiers, the exit rule, expected MACs, overthinking
 Layer 6:
     footprint      Lab 4 (a): bytes on disk per compression stage
     sensitivity    Lab 2 (f), Lab 3 (g): one-layer-at-a-time scans, sparsity and bits per layer
@@ -53,6 +54,6 @@ LAYERS = (
     ("data", "models"),
     ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
-    ("checkpoints", "compress", "report", "exercises", "inference", "group_lasso"),
+    ("checkpoints", "compress", "report", "exercises", "inference", "group_lasso", "early_exit"),
     ("footprint", "sensitivity"),
 )
