@@ -435,13 +435,17 @@ def _resume_from(path: Path, config: TrainConfig, data: CIFAR10, net, optimizer,
     except RuntimeError as e:
         raise ValueError(f"cannot resume {path} into this model (nothing was loaded): {e}") from e
     del trial
+    try:                                    # the loop's own objects first: nothing the caller sees changes
+        scaler.load_state_dict(state["scaler"])
+        generator.set_state(state["generator"])
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise ValueError(f"cannot resume {path} here (its gradient scaler or generator state does not fit this "
+                         f"device and precision; nothing was loaded): {e}") from e
     try:
         optimizer.load_state_dict(state["optimizer"])   # checks every group before it changes anything
     except ValueError as e:
         raise ValueError(f"cannot resume {path} with this optimizer (nothing was loaded): {e}") from e
     net.load_state_dict(state["model"])
-    scaler.load_state_dict(state["scaler"])
-    generator.set_state(state["generator"])
     return list(state["records"])
 
 
