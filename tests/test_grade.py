@@ -195,3 +195,16 @@ def test_trusted_grading_without_a_sandbox_grades_as_the_sandbox_does(grade, tmp
     assert got["solved.ipynb"].checks == {c: p for c, (_, _, p) in lab.checks.items()}
     assert got["blank.ipynb"].checks == {c: 0.0 for c in lab.checks}
     assert all("not written yet" in e for e in got["blank.ipynb"].errors.values())
+
+
+def test_the_grader_does_not_load_the_courses_editions():
+    """Grading needs no edition of the course's values (labkit.course): a broken edition cannot stop it."""
+    code = ("import sys; sys.path.insert(0, 'scripts'); import grade\n"
+            "from labkit import exercises\n"
+            "labs = grade.course_labs()\n"
+            "right = lambda W, X, y: 2.0 * X.T @ (X @ W - y)\n"
+            "exercises.judge('lab1 (b)', exercises.decode(exercises.encode(exercises.observe('lab1 (b)', right))))\n"
+            "print('labkit.course' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"
