@@ -197,6 +197,10 @@ def test_at_batch_one_the_pass_really_stops():
         assert e.tolist() == [0] and calls == []
         _, e = ee.EarlyExitNet(net, heads, math.inf)(x, with_exits=True)
         assert e.tolist() == [2] and calls == ["stage2", "stage3"]
+        calls.clear()
+        conf = float(ee.exit_logits(net, heads, x)[0].softmax(1).amax())
+        _, e = ee.EarlyExitNet(net, heads, conf)(x, with_exits=True)          # confidence == tau: it exits
+        assert e.tolist() == [0]
 
 
 def _separable_split(n=64, seed=0):

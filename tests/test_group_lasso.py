@@ -265,6 +265,22 @@ def test_subgradient_callback_adds_to_the_gradient_before_the_step():
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=n)
 
 
+def test_proximal_callback_steps_with_the_optimizers_lr():
+    """One step of train with the callback equals one manual SGD step at the optimizer's lr, then
+    prox_step at that lr (not the config's)."""
+    data = _tiny_data(n=8)
+    net, ref = _tiny(), _tiny()
+    opt = torch.optim.SGD(net.parameters(), lr=0.03)
+    train(net, data, CONFIG.replace(epochs=1), callbacks=[gl.ProximalGroupLasso(0.5)], optimizer=opt, progress=False)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.03)
+    ref.train()
+    torch.nn.functional.cross_entropy(ref(data.train.images.float() / 255), data.train.labels).backward()
+    ref_opt.step()
+    gl.prox_step(ref, 0.03, 0.5)
+    for (n, p), q in zip(net.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=n)
+
+
 # --- L1 ---------------------------------------------------------------------------------------------
 
 def test_l1_prox_is_soft_thresholding_and_keeps_masks():
@@ -272,13 +288,15 @@ def test_l1_prox_is_soft_thresholding_and_keeps_masks():
     prune.prune_by_percentage(net, 0.5, layers=["stage1.0.conv1"])
     layer = net.stage1[0].conv1
     before = {n: m.weight.detach().clone() for n, m in [("fc", net.fc), ("stage1.0.conv1", layer)]}
+    from labkit.layers import original
+    mask = prune.masks(net)["stage1.0.conv1"]
+    with torch.no_grad():
+        original(layer)[~mask] = 0.5       # as a momentum buffer may move them: the mask must still hold
     t = 0.02
     gl.l1_prox_step(net, 0.1, t / 0.1)
     for n, m in [("fc", net.fc), ("stage1.0.conv1", layer)]:
         w = before[n].numpy()
         np.testing.assert_allclose(m.weight.detach().numpy(), np.sign(w) * np.maximum(np.abs(w) - t, 0), atol=1e-7)
-    mask = prune.masks(net)["stage1.0.conv1"]
-    from labkit.layers import original
     assert torch.all(original(layer)[~mask] == 0)
 
 
@@ -304,9 +322,9 @@ def test_near_zero_counts():
     net = _tiny()
     with torch.no_grad():
         net.fc.weight.zero_()
-        net.fc.weight[0, :4] = torch.tensor([1e-5, -5e-4, 5e-3, 1.0])
-    counts = gl.near_zero(net, thresholds=(1e-4, 1e-3, 1e-2))
-    assert counts["fc"] == {"weights": 640, "zeros": 636, 1e-4: 637, 1e-3: 638, 1e-2: 639}
+        net.fc.weight[0, :4] = torch.tensor([1e-5, -5e-4, 5e-3, 0.25])
+    counts = gl.near_zero(net, thresholds=(1e-4, 1e-3, 1e-2, 0.25))
+    assert counts["fc"] == {"weights": 640, "zeros": 636, 1e-4: 637, 1e-3: 638, 1e-2: 639, 0.25: 639}  # 0.25 is not < 0.25
     w = torch.cat([m.weight.detach().flatten() for m in (net.conv1, net.fc)])
     assert counts["conv1"]["weights"] == net.conv1.weight.numel()
     assert counts["total"]["weights"] == sum(r["weights"] for k, r in counts.items() if k != "total")
