@@ -64,14 +64,21 @@ _STAGES = ("stage1", "stage2", "stage3")
 
 
 class InternalClassifier(nn.Module):
-    """Global average pooling and one Linear layer: (B, C, H, W) -> logits (B, num_classes)."""
+    """Average pooling to pool x pool cells and one Linear layer: (B, C, H, W) -> logits (B, num_classes).
+    pool = 1 (the default) is global average pooling, Linear(C, num_classes); pool = 4 keeps a coarse
+    4x4 map, Linear(16 C, num_classes), closer to Kaya et al.'s feature reduction (more MACs, a
+    better internal classifier)."""
 
-    def __init__(self, in_channels: int, num_classes: int = 10):
+    def __init__(self, in_channels: int, num_classes: int = 10, pool: int = 1):
         super().__init__()
-        self.fc = nn.Linear(in_channels, num_classes)
+        self.pool = checks.integer("pool", pool, minimum=1)
+        self.fc = nn.Linear(in_channels * self.pool ** 2, num_classes)
+
+    def features(self, x):                  # (B, C, H, W) -> (B, C * pool * pool)
+        return F.adaptive_avg_pool2d(x, self.pool).flatten(1)
 
     def forward(self, x):                   # (B, C, H, W)
-        return self.fc(x.mean(dim=(2, 3)))  # (B, num_classes)
+        return self.fc(self.features(x))    # (B, num_classes)
 
 
 def _check_net(net) -> ResNet:
@@ -95,12 +102,12 @@ def _check_heads(heads) -> nn.ModuleDict:
     return heads
 
 
-def internal_classifiers(net: ResNet, exits=EXITS) -> nn.ModuleDict:
-    """Fresh (PyTorch-initialised) internal classifiers for ``net``, {exit: InternalClassifier}, sized
-    from the stages' output channels, on ``net``'s device."""
+def internal_classifiers(net: ResNet, exits=EXITS, *, pool: int = 1) -> nn.ModuleDict:
+    """Fresh (PyTorch-initialised) internal classifiers for ``net``, {exit: InternalClassifier(pool=pool)},
+    sized from the stages' output channels, on ``net``'s device."""
     net, exits = _check_net(net), _check_exits(exits)
     width = {s: getattr(net, s)[-1].conv2.out_channels for s in _STAGES}
-    return nn.ModuleDict({e: InternalClassifier(width[e], net.fc.out_features) for e in exits}).to(model_device(net))
+    return nn.ModuleDict({e: InternalClassifier(width[e], net.fc.out_features, pool) for e in exits}).to(model_device(net))
 
 
 def _stem(net: ResNet, x):
@@ -131,35 +138,38 @@ def exit_logits(net: ResNet, heads: nn.ModuleDict, x: torch.Tensor) -> list[torc
     return out
 
 
-def pooled_features(net: ResNet, split: Split, exits=EXITS, *, batch_size: int = 1024) -> dict[str, torch.Tensor]:
-    """{exit: (N, C) globally average-pooled feature maps after that stage} for every image of
-    ``split``, computed once, in eval mode (batch-norm running statistics), fp32, without grad, on the
-    model's device. ``net``'s mode is restored."""
+def pooled_features(net: ResNet, split: Split, exits=EXITS, *, pool: int = 1,
+                    batch_size: int = 1024) -> dict[str, torch.Tensor]:
+    """{exit: (N, C pool^2) average-pooled feature maps after that stage (what `InternalClassifier`'s
+    Linear layer reads; pool = 1: global average pooling)} for every image of ``split``, computed once,
+    in eval mode (batch-norm running statistics), fp32, without grad, on the model's device. ``net``'s
+    mode is restored."""
     net, exits = _check_net(net), _check_exits(exits)
+    pool = checks.integer("pool", pool, minimum=1)
     device = model_device(net)
     out = {e: [] for e in exits}
     with evaluating(net), torch.inference_mode():
         for X, _ in batches(split.to(device), batch_size):
             for s, z in _stage_outputs(net, X):
                 if s in out:
-                    out[s].append(z.mean(dim=(2, 3)))
+                    out[s].append(F.adaptive_avg_pool2d(z, pool).flatten(1))
                 if s == exits[-1]:
                     break
     return {e: torch.cat(v) for e, v in out.items()}
 
 
-def train_heads(net: ResNet, split: Split, *, exits=EXITS, epochs: int = 30, lr: float = 0.01,
+def train_heads(net: ResNet, split: Split, *, exits=EXITS, pool: int = 1, epochs: int = 30, lr: float = 0.01,
                 batch_size: int = 256, weight_decay: float = 0.0, seed: int = 0) -> nn.ModuleDict:
     """Internal classifiers trained on the frozen ``net`` (IC-only training): the pooled features of
-    ``split`` (`pooled_features`, computed once) feed each head's Linear layer, trained with Adam
+    ``split`` (`pooled_features` with ``pool``, computed once) feed each head's Linear layer, trained with Adam
     (``lr``, ``weight_decay``) on the cross-entropy for ``epochs`` passes in shuffled mini-batches of
     ``batch_size`` (``seed``); no augmentation. ``net`` is not changed. Returns {exit: head} on
     ``net``'s device, in eval mode."""
     epochs = checks.integer("epochs", epochs, minimum=1)
     batch_size = checks.integer("batch_size", batch_size, minimum=1)
     lr, weight_decay = checks.number("lr", lr, positive=True), checks.number("weight_decay", weight_decay, minimum=0)
-    heads = internal_classifiers(net, exits)
-    feats = pooled_features(net, split, exits)
+    heads = internal_classifiers(net, exits, pool=pool)
+    feats = pooled_features(net, split, exits, pool=pool)
     device = model_device(net)
     labels = split.labels.to(device)
     generator = torch.Generator(device=device).manual_seed(checks.integer("seed", seed, minimum=0))

@@ -82,6 +82,22 @@ def test_macs_to_exit_of_resnet20_by_hand():
                 stem + stage1 + stage2 + stage3 + fc + head1 + head2]
     assert ee.macs_to_exit(net, heads) == expected
     assert expected[-1] - head1 - head2 == 40_551_040
+    # heads on a 4x4 pooled map: Linear(16 C, 10)
+    assert ee.macs_to_exit(net, ee.internal_classifiers(net, pool=4))[0] == stem + stage1 + 16 * 16 * 10
+
+
+@pytest.mark.parametrize("pool", [1, 2])
+def test_heads_are_trained_on_the_features_they_read(pool):
+    """What train_heads fits (pooled_features) is what the head computes inside the network."""
+    net, _ = _tiny()
+    split = _separable_split(n=16)
+    heads = ee.train_heads(net, split, pool=pool, epochs=2)
+    assert heads["stage2"].fc.in_features == 32 * pool * pool
+    feats = ee.pooled_features(net, split, pool=pool)
+    with torch.no_grad():
+        logits = ee.exit_logits(net, heads, split.images.float() / 255)
+        for k, e in enumerate(ee.EXITS):
+            torch.testing.assert_close(heads[e].fc(feats[e]), logits[k], rtol=1e-5, atol=1e-5)
 
 
 def test_overthinking_by_hand():
