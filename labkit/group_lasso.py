@@ -102,11 +102,15 @@ class BlockGroups:
         """sqrt(|g|), the weight of each group's norm in the penalty."""
         return math.sqrt(self.size)
 
+    def vectors(self) -> torch.Tensor:
+        """(inner, |g|): row k is group k's weights, conv1[k], bn_weight[k], bn_bias[k], conv2[:, k]."""
+        return torch.cat([self.conv1.flatten(1), self.bn_weight[:, None], self.bn_bias[:, None],
+                          self.conv2.transpose(0, 1).flatten(1)], dim=1)
+
     def norms(self) -> torch.Tensor:
-        """(inner,) ||w_g||_2 of every group (differentiable)."""
-        sq = (self.conv1.flatten(1).pow(2).sum(1) + self.bn_weight.pow(2) + self.bn_bias.pow(2)
-              + self.conv2.transpose(0, 1).flatten(1).pow(2).sum(1))
-        return sq.sqrt()
+        """(inner,) ||w_g||_2 of every group (differentiable; the gradient at a zero group is 0, the
+        subgradient of minimal norm, not sqrt's NaN)."""
+        return torch.linalg.vector_norm(self.vectors(), dim=1)
 
     def scale_(self, factor: torch.Tensor) -> None:
         """In place, no grad: w_g <- factor[g] * w_g for every group (factor of shape (inner,))."""
@@ -135,8 +139,8 @@ def group_norms(net) -> dict[str, torch.Tensor]:
 
 def penalty(net, lam: float) -> torch.Tensor:
     """The Group Lasso penalty lam * sum_g sqrt(|g|) ||w_g||_2 over every block's inner channels, a
-    differentiable scalar tensor (add it to the loss for autograd's subgradient; at a zero group
-    autograd's gradient of the norm is NaN-free but arbitrary, `subgradient` uses 0)."""
+    differentiable scalar tensor: added to the loss, autograd gives the subgradient of `subgradient`
+    (0 at a zero group)."""
     lam = _lam(lam)
     return lam * sum(g.sqrt_size * g.norms().sum() for g in groups(net))
 

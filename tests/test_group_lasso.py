@@ -178,6 +178,12 @@ def test_prox_step_leaves_a_zero_group_zero_and_finite():
 
 def test_subgradient_against_autograd_of_the_penalty():
     net = _tiny()
+    b = net.stage1[0]
+    with torch.no_grad():                          # one zero group: both give 0 there, not NaN
+        b.conv1.weight[2] = 0
+        b.bn1.weight[2] = 0
+        b.bn1.bias[2] = 0
+        b.conv2.weight[:, 2] = 0
     lam = 0.03
     gl.penalty(net, lam).backward()
     expected = {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
@@ -187,6 +193,7 @@ def test_subgradient_against_autograd_of_the_penalty():
     assert sorted(got) == sorted(expected)
     for n in expected:
         torch.testing.assert_close(got[n], expected[n], rtol=1e-5, atol=1e-8)
+    assert torch.equal(b.conv1.weight.grad[2], torch.zeros_like(b.conv1.weight[2]))
 
 
 def _sgd_run(net, lam, how, steps=30, lr=0.05):
