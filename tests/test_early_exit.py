@@ -10,6 +10,7 @@ from labkit import early_exit as ee
 from labkit import models
 from labkit.data import Split
 from labkit.models import ResNet
+from labkit.train import evaluate
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -264,6 +265,8 @@ def test_pretrained_resnet20_exits(data_root):
     with torch.no_grad():
         out, got = ee.EarlyExitNet(net, heads, tau)(X, with_exits=True)
     assert torch.equal(got, exits) and torch.equal(out.argmax(1), preds)
+    # labkit's evaluate (channels_last, inference mode) runs it as any model: the exit rule's accuracy
+    assert evaluate(ee.EarlyExitNet(net, heads, tau), test) == ee.accuracy_at(probs, labels, tau)
     macs = ee.macs_to_exit(net, heads)
     assert macs[0] < macs[1] < macs[2]
     assert ee.expected_macs(ee.exit_fractions(exits, 3), macs) < macs[2]
