@@ -336,6 +336,11 @@ def save(net: nn.Module, path, *, index_bits: int = 4, huffman: bool = True) -> 
     if not isinstance(net, models.ResNet):
         raise ValueError(f"compress.save stores a ResNet-20 (labkit.models.ResNet), which load "
                          f"rebuilds; got {type(net).__name__}")
+    bad = files.non_finite(net.state_dict())
+    if bad:                                # load refuses them: what is saved loads, and a saved model is finite
+        raise ValueError(f"not saving {path}: these tensors hold inf or NaN, and a saved model must be finite "
+                         f"(the training diverged, or a value overflowed): {bad[:10]}"
+                         f"{f' and {len(bad) - 10} more' if len(bad) > 10 else ''}")
     blob, report = _encode(net, index_bits, huffman)
     _build(_parse(blob, path), path)       # what load will do: refused here rather than there
     files.write_bytes(path, blob)
@@ -494,7 +499,13 @@ def load(path) -> models.ResNet:
     quantizers, its weights and batch-norm state those of the saved model (see the module
     docstring). ValueError for a truncated, corrupted or foreign file, naming it; also for a file
     whose weights hold inf or NaN (named)."""
-    buf = Path(path).read_bytes()
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no labkit compressed model at {Path(path).absolute()}"
+                                f"{' (a folder)' if Path(path).is_dir() else ''}")
+    try:
+        buf = Path(path).read_bytes()
+    except OSError as e:
+        raise OSError(e.errno, f"cannot read the compressed model {path}: {e.strerror}", str(path)) from e
     try:
         net = _build(_parse(buf, path), path)
     except ValueError as e:     # huffman's errors (a corrupted stream) do not know the file

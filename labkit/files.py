@@ -19,6 +19,7 @@ import contextlib
 import errno
 import json
 import os
+import pickle
 import shutil
 import tempfile
 import zipfile
@@ -36,9 +37,17 @@ DESCRIPTION = ".labkit/description.json"      # the record, inside the archive's
 def _destination(path) -> Path:
     """The file to write: ``path``, or the file a symbolic link ``path`` points to (the link stays)."""
     path = Path(path)
-    if path.is_symlink():
-        path = Path(os.path.realpath(path))
-    if path.is_dir():
+    try:
+        if path.is_symlink():
+            path = Path(os.path.realpath(path, strict=False))
+            if path.is_symlink():               # realpath stops at a link it cannot resolve: a loop
+                os.stat(path)                   # raises ELOOP with its errno
+        is_dir = path.is_dir()
+    except OSError as e:        # a link that loops (ELOOP), a name too long: pathlib's own message
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror} (a symbolic link that points back to "
+                               f"itself, or a path the system refuses); remove it or name another file",
+                      str(path)) from e
+    if is_dir:
         raise IsADirectoryError(f"{path} is a folder; name a file to write")
     if not path.parent.is_dir():
         raise FileNotFoundError(f"cannot write {path}: its folder {path.parent} does not exist")
@@ -169,6 +178,34 @@ def run_description(**fields) -> dict:
     return {"labkit": version, "profile": settings.profile().name, "edition": settings.course(), **fields}
 
 
+def _plain(obj):
+    """``obj`` with every numpy scalar (``np.float64(0.1)``, ``np.int64(4)``, ``np.bool_``) made the
+    Python number it equals, in nested dicts (their type kept), lists and tuples: ``torch.load(...,
+    weights_only=True)`` refuses numpy scalars, so a file holding one would not load back."""
+    import numpy as np
+
+    if isinstance(obj, np.generic) and not isinstance(obj, (np.str_, np.bytes_, np.void)):
+        return obj.item()
+    if isinstance(obj, dict):
+        plain = {k: _plain(v) for k, v in obj.items()}
+        if all(plain[k] is obj[k] for k in obj):
+            return obj
+        try:
+            return type(obj)(plain)
+        except TypeError:
+            return plain
+    if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
+        items = [_plain(v) for v in obj]
+        return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)
+    return obj
+
+
+def _unpickler_reason(e: BaseException) -> str:
+    """The line of torch's weights_only message that names what it refused."""
+    lines = [line.strip() for line in str(e).splitlines() if "WeightsUnpickler error" in line]
+    return lines[0].split(". Please use")[0] if lines else f"{type(e).__name__}: {e}"
+
+
 def save_torch(obj, path, *, description: dict | None = None) -> Path:
     """``torch.save(obj, path)``, atomically; returns the path.
 
@@ -186,7 +223,8 @@ def save_torch(obj, path, *, description: dict | None = None) -> Path:
         raise ValueError(f"not saving {path}: these tensors hold inf or NaN, and a saved model must be finite "
                          f"(the training diverged, or a value overflowed): {bad[:10]}"
                          f"{f' and {len(bad) - 10} more' if len(bad) > 10 else ''}")
-    text = None if description is None else json.dumps(description, sort_keys=True)
+    obj = _plain(obj)       # numpy scalars (a TrainConfig(lr=np.float64(...)), a record): weights_only refuses them
+    text = None if description is None else json.dumps(_plain(description), sort_keys=True)
     mode = _mode(path)
     folder = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     tmp = Path(folder) / path.name
@@ -199,6 +237,12 @@ def save_torch(obj, path, *, description: dict | None = None) -> Path:
                     z.writestr(f"{archive}/{DESCRIPTION}", text)
             with open(tmp, "rb") as f:
                 os.fsync(f.fileno())
+            try:                                # what is saved loads: read it back as load_torch will
+                torch.load(tmp, map_location="cpu", weights_only=True)
+            except pickle.UnpicklingError as e:
+                raise ValueError(f"not saving {path}: it would not load back with torch.load(weights_only=True) "
+                                 f"(it holds an object other than tensors, numbers, strings and plain "
+                                 f"containers): {_unpickler_reason(e)}") from e
         except OSError as e:
             if e.errno in _FULL:
                 raise _no_space(path, e) from e

@@ -97,7 +97,12 @@ def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[st
     replaced together (`labkit.files.replace_together`): when anything fails, both previous files
     are left as they were."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:   # a file, or a link to nothing, where a folder is named
+        raise NotADirectoryError(e.errno, f"footprint.stages writes into the folder {folder}, but {e.filename} is "
+                                          f"not a folder (a file, or a symbolic link to nothing); name a folder",
+                                 str(folder)) from e
     staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder))
     try:
         out = {"torch.save": torch_save_parts(net, staging / f"{name}.pt")}

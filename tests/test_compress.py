@@ -432,3 +432,34 @@ def test_every_damaged_record_error_names_the_file_and_no_non_finite_model_loads
         else:
             assert all(torch.isfinite(v).all() for v in net.state_dict().values() if v.is_floating_point())
     assert errors > 10
+
+
+def test_a_non_finite_model_is_refused_at_save_time_and_nothing_is_written(tmp_path):
+    """Issue 27, adversarial probe: compress.save wrote a model holding NaN or inf, which load
+    then refused: what is saved loads, and a saved model is finite."""
+    path = tmp_path / "m.lkc"
+    save(make("pruned+quantized"), path)
+    good = path.read_bytes()
+    for where, value in (("fc.bias", float("inf")), ("stage1.0.bn1.running_var", float("nan"))):
+        net = make("pruned")
+        with torch.no_grad():
+            net.state_dict()[where].view(-1)[0] = value
+        with pytest.raises(ValueError, match=rf"not saving {path}: .*inf or NaN.*{where}"):
+            save(net, path)
+    net = make("pruned")
+    with torch.no_grad():
+        next(m for _, m in prunable_layers(net)).parametrizations.weight.original.view(-1)[0] = float("nan")
+    with pytest.raises(ValueError, match="inf or NaN.*parametrizations.weight.original"):
+        save(net, path)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["m.lkc"]
+
+
+def test_a_missing_file_a_folder_or_a_link_loop_is_named(tmp_path):
+    """Issue 27, adversarial probe: load raised Python's own errors from read_bytes."""
+    loop = tmp_path / "loop.lkc"
+    loop.symlink_to(loop)
+    dangling = tmp_path / "dangling.lkc"
+    dangling.symlink_to(tmp_path / "gone.lkc")
+    for path in (tmp_path / "none.lkc", tmp_path, loop, dangling):
+        with pytest.raises(FileNotFoundError, match=f"no labkit compressed model at {path}"):
+            load(path)

@@ -93,3 +93,31 @@ def test_replace_together_puts_back_what_it_replaced_when_one_rename_fails(tmp_p
         shutil.rmtree(far)
     assert a.read_bytes() == b"old a" and b.read_bytes() == b"old b" and b.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "new"]     # no backup left behind
+
+
+def test_a_symbolic_link_loop_as_destination_is_named_and_kept(tmp_path):
+    """Issue 27, adversarial probe: a link that points back to itself raised pathlib's own
+    "[Errno 40] Too many levels of symbolic links" from deep inside the save."""
+    loop = tmp_path / "loop.pt"
+    loop.symlink_to(loop)
+    for write in (lambda p: files.write_bytes(p, b"x"), lambda p: files.save_torch({"w": torch.ones(2)}, p)):
+        with pytest.raises(OSError, match=rf"cannot write {loop}: Too many levels of symbolic links.*remove it") as err:
+            write(loop)
+        assert err.value.errno == errno.ELOOP
+    assert loop.is_symlink() and [p.name for p in tmp_path.iterdir()] == ["loop.pt"]
+
+
+def test_what_save_torch_writes_loads_back_numpy_numbers_included(tmp_path):
+    """Issue 27, adversarial probe: numpy scalars (a TrainConfig(lr=np.float64(...)), a callback's
+    record) were written as they were, and torch.load(weights_only=True) refused the file; an object
+    that cannot load back is refused by name, nothing written."""
+    import numpy as np
+    obj = {"config": {"lr": np.float64(0.1), "seed": np.int64(3), "augment": np.bool_(True)},
+           "records": [{"sparsity": np.float32(0.5)}], "pair": (np.int32(1), "a"), "w": torch.ones(2)}
+    loaded = files.load_torch(files.save_torch(obj, tmp_path / "s.pt", description={"acc": np.float64(0.5)}))
+    assert loaded["config"] == {"lr": 0.1, "seed": 3, "augment": True} and type(loaded["config"]["lr"]) is float
+    assert loaded["records"] == [{"sparsity": 0.5}] and loaded["pair"] == (1, "a")
+    assert files.read_description(tmp_path / "s.pt") == {"acc": 0.5}
+    with pytest.raises(ValueError, match=rf"not saving {tmp_path / 'x.pt'}: it would not load back.*PosixPath"):
+        files.save_torch({"where": tmp_path, "w": torch.ones(2)}, tmp_path / "x.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]

@@ -207,3 +207,17 @@ def test_the_files_keep_their_permissions_and_links(tmp_path):
     assert (tmp_path / "m.pt").stat().st_mode & 0o777 == 0o664
     assert (tmp_path / "m.lkc").is_symlink()
     assert compress.load(tmp_path / "real" / "m.lkc") is not None
+
+
+def test_a_file_or_a_dangling_link_named_as_the_folder_is_named(tmp_path):
+    """Issue 27, adversarial probe: stages raised pathlib's FileExistsError / NotADirectoryError."""
+    a_file = tmp_path / "f"
+    a_file.write_bytes(b"keep")
+    dangling = tmp_path / "d"
+    dangling.symlink_to(tmp_path / "gone")
+    net = _net(q=0.5)
+    for folder in (a_file, dangling, a_file / "sub"):
+        with pytest.raises(NotADirectoryError, match=rf"footprint.stages writes into the folder {folder}, but .* is "
+                                                     r"not a folder"):
+            footprint.stages(net, folder, "m")
+    assert a_file.read_bytes() == b"keep" and sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]

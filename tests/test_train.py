@@ -803,3 +803,14 @@ def test_a_half_precision_model_is_refused_with_what_to_do(dtype):
         evaluate(net, data.test)
     with pytest.raises(ValueError, match=r"train needs a float32 model.*precision="):
         train(net, data, epochs=1, progress=False)
+
+
+def test_a_run_configured_with_numpy_numbers_resumes_from_its_checkpoint(tmp_path):
+    """Issue 27, adversarial probe: TrainConfig accepts numpy numbers (np.float64 from a sweep's
+    np.linspace), which the checkpoint stored as they were; torch.load(weights_only=True) refuses
+    numpy scalars, so the run could never be resumed from the file it wrote every epoch."""
+    ckpt = tmp_path / "run.ckpt"
+    numpy_config = dict(CONFIG, lr=np.float64(CONFIG["lr"]), batch_size=np.int64(CONFIG["batch_size"]))
+    first = train(toy_net(), toy_tuned(), epochs=1, checkpoint=ckpt, progress=False, **numpy_config)
+    h = train(toy_net(seed=5), toy_tuned(), epochs=2, checkpoint=ckpt, resume=True, progress=False, **numpy_config)
+    assert h.column("epoch") == [1, 2] and h.records[0]["loss"] == first.records[0]["loss"]
