@@ -17,6 +17,7 @@ NBVAL_2024 = LABKIT_COURSE=2024 LABKIT_PROFILE=ci $(BIN)/python -m pytest --nbva
 
 SITE ?= solutions
 SUBMISSIONS ?= submissions
+GRADE_FLAGS ?=
 
 .PHONY: install book results student grade test unit notebooks notebooks-2024 reference bench clean
 
@@ -38,8 +39,8 @@ results: $(STAMP)  ## regenerate book/results.md from the reference runs' labs/r
 student: $(STAMP)  ## write the handouts (valid nbgrader source notebooks) and the labkit wheel they install into student/, to publish
 	$(BIN)/python scripts/make_student.py
 
-grade: $(STAMP)  ## grade SUBMISSIONS=<folder> of submitted notebooks into grades.csv (+ grades.answers.md)
-	$(BIN)/python scripts/grade.py $(SUBMISSIONS) --out grades.csv
+grade: $(STAMP)  ## grade SUBMISSIONS=<folder> into grades.csv (+ grades.answers.md), each in a sandbox; GRADE_FLAGS="--timeout 60 --jobs 2"
+	$(BIN)/python scripts/grade.py $(SUBMISSIONS) --out grades.csv $(GRADE_FLAGS)
 
 book: results  ## build the course site into _build/html (strict: any warning fails); SITE=handout: no solutions
 	$(BIN)/python scripts/make_student.py --draft

@@ -19,6 +19,9 @@ reference and what it is built from, which the student's code may not call while
 """
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
 import numpy as np
 import torch
 
@@ -41,11 +44,38 @@ def _exercise(key: str) -> Exercise:
     return EXERCISES[key]
 
 
+def _lab(key: str) -> str:
+    return key.split()[0]                                    # 'lab2 (c) mask' -> 'lab2'
+
+
+# What the student's side (`observe`, in the grader's sandbox) needs of this module. Every other
+# function here is a wrong version of an exercise or a piece of one, some of them all but right
+# (`_soft` is soft thresholding): the sandbox's copy of labkit has them raise, and the self-check
+# refuses them, as it refuses the references.
+OBSERVE_NEEDS = ("keys", "_exercise", "_lab", "forbidden", "observe", "judge", "check", "_in_lab",
+                 "_with_gradient", "_kept_gradient", "_schedule_steps", "_as_float", "_bool_mask",
+                 "_gradient_cases", "_with_zeros", "_quant_forbidden")
+
+
 def forbidden(key: str) -> dict[str, tuple[str, ...]]:
-    """{labkit module ('labkit.prune'): (names of functions and classes)}: the reference of exercise
-    ``key`` and what it is built from, which the student's code may not call while it is checked or
-    graded (each raises ``RuntimeError(UNAVAILABLE.format(name=name, key=key))``)."""
-    return {module: tuple(names) for module, names in _exercise(key).forbidden.items()}
+    """{labkit module ('labkit.prune'): (names of functions and classes)} that the student's code may
+    not call while exercise ``key`` is checked or graded (each raises
+    ``RuntimeError(UNAVAILABLE.format(name=name, key=key))``): the references of every exercise of
+    ``key``'s lab and what they are built from, and this module's wrong versions and their pieces."""
+    lab, out = _lab(_exercise(key).key), {}
+    for ex in EXERCISES.values():
+        if _lab(ex.key) == lab:
+            for module, names in ex.forbidden.items():
+                out.setdefault(module, [])
+                out[module] += [n for n in names if n not in out[module]]
+    out[__name__] = sorted(n for n, v in globals().items()
+                           if inspect.isfunction(v) and v.__module__ == __name__ and n not in OBSERVE_NEEDS)
+    return {module: tuple(names) for module, names in out.items()}
+
+
+def _in_lab(key: str) -> Exercise:
+    """The exercise, with every name `forbidden` lists for it (its lab's references included)."""
+    return dataclasses.replace(_exercise(key), forbidden=forbidden(key))
 
 
 # --- the checks by an exercise's key ----------------------------------------------------------------
@@ -57,13 +87,15 @@ def observe(key: str, fn, *, hidden: bool = False) -> dict[str, np.ndarray]:
 
 def judge(key: str, obs: dict, *, hidden: bool = False) -> str:
     """`labkit.judge.judge` for the exercise ``key`` (trusted: labkit's side): the passed line, or `Mistake`."""
-    return _judge.judge(_exercise(key), obs, hidden=hidden)
+    return _judge.judge(_in_lab(key), obs, hidden=hidden)
 
 
 def check(key: str, fn, *, hidden: bool = False) -> None:
-    """Check a student's ``fn`` for the exercise ``key`` (one of `keys`), as the grader does:
-    `labkit.judge.check`. Prints the passed line (unless ``hidden``), or raises `Mistake`."""
-    _judge.check(_exercise(key), fn, hidden=hidden)
+    """Check a student's ``fn`` for the exercise ``key`` (one of `keys`), as the grader does
+    (`labkit.judge.check`): every name `forbidden` lists, and every wrong version of every exercise,
+    refused while ``fn`` runs. Prints the passed line (unless ``hidden``), or raises `Mistake`."""
+    wrong = [(f"exercises.EXERCISES[{e.key!r}].mistakes", w) for e in EXERCISES.values() for _, w in e.mistakes]
+    _judge.check(_in_lab(key), fn, hidden=hidden, also=wrong)
 
 
 # --- the runs that compare more than the output ----------------------------------------------------

@@ -487,18 +487,18 @@ def _refusal(free: int, message: str):
 
 
 @contextlib.contextmanager
-def _refusing(ex: Exercise):
-    """While inside: every forbidden function of ``key`` (and every method of a forbidden class)
-    raises RuntimeError(UNAVAILABLE) under any name, its code swapped; yields the `_Watch` for the
-    copies made before. Everything restored on the way out."""
+def _refusing(ex: Exercise, also=()):
+    """While inside: every forbidden function of ``ex`` (and every method of a forbidden class), and
+    the functions ``also`` lists as (name, function), raise RuntimeError(UNAVAILABLE) under any name,
+    their code swapped; yields the `_Watch` for the copies made before. Everything restored on the way out."""
     swapped, codes = [], {}
     key = ex.key
-    for module, names in ex.forbidden.items():
-        mod = importlib.import_module(module)
-        for name in names:
-            for f in _functions(getattr(mod, name)):
-                codes[id(f.__code__)] = name
-                swapped.append((f, f.__code__))
+    found = [(name, f) for module, names in ex.forbidden.items()
+             for name in names for f in _functions(getattr(importlib.import_module(module), name))]
+    for name, f in found + [(name, f) for name, f in also if inspect.isfunction(f)]:
+        if id(f.__code__) not in codes:
+            codes[id(f.__code__)] = name
+            swapped.append((f, f.__code__))
     try:
         for f, code in swapped:
             f.__code__ = _refusal(len(code.co_freevars), UNAVAILABLE.format(name=codes[id(code)], key=key))
@@ -508,13 +508,14 @@ def _refusing(ex: Exercise):
             f.__code__ = code
 
 
-def check(ex: Exercise, fn, *, hidden: bool = False) -> None:
+def check(ex: Exercise, fn, *, hidden: bool = False, also=()) -> None:
     """Check a student's ``fn`` for the exercise ``ex``: `observe` it with the exercise's reference
-    refused (``ex.forbidden``), then `judge`; print the passed line (unless ``hidden``: the grader's
-    further inputs stay unseen), or raise `Mistake` naming the mistake."""
+    refused (``ex.forbidden``, and the (name, function) pairs of ``also``), then `judge`; print the
+    passed line (unless ``hidden``: the grader's further inputs stay unseen), or raise `Mistake`
+    naming the mistake."""
     if not callable(fn):
         raise Mistake(f"{ex.key}: expected the function {ex.name}, got {type(fn).__name__}")
-    with _refusing(ex) as watch:
+    with _refusing(ex, also) as watch:
         obs = _observe(ex, fn, hidden, watch)
     line = judge(ex, decode(encode(obs)), hidden=hidden)   # what the grader's judge reads
     if not hidden:

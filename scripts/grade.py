@@ -44,6 +44,7 @@ import json
 import os
 import re
 import shutil
+import symtable
 import sys
 import tempfile
 import threading
@@ -73,6 +74,7 @@ class Lab:
     solutions: dict[str, str]                     # exercise id -> solution cell source, in order
     checks: dict[str, tuple[str, str, float]]     # check id -> (exercise id, check source, points)
     answers: dict[str, float]                     # written-answer id -> points (0: not graded)
+    code_answers: set[str] = field(default_factory=set)   # the answers that are code cells (read by hand)
 
     @property
     def points(self) -> float:
@@ -105,7 +107,10 @@ def load_lab(path: Path) -> Lab:
                 raise ValueError(f"{path.name}: check cell {m['grade_id']!r} comes before any exercise")
             lab.checks[m["grade_id"]] = (current, cell.source, float(m.get("points", 0)))
     checked = {exercise for exercise, _, _ in lab.checks.values()}
-    lab.solutions = {k: v for k, v in lab.solutions.items() if k in checked}   # a written-code answer is not graded
+    for grade_id in [k for k in lab.solutions if k not in checked]:   # a written-code answer: to read by hand
+        del lab.solutions[grade_id]
+        lab.answers[grade_id] = 0.0
+        lab.code_answers.add(grade_id)
     return lab
 
 
@@ -123,29 +128,35 @@ def checked(check_src: str) -> tuple[str, str] | None:
 
 # --- what the sandbox gets: the cells a part needs, and labkit without its references --------------------
 
-def _python(src: str) -> str:
-    """A cell's source as plain Python (IPython's transformer: magics become get_ipython() calls)."""
-    from IPython.core.inputtransformer2 import TransformerManager
-    return TransformerManager().transform_cell(src)
+MAX_CELL = 64_000                                  # characters of an exercise cell the grader reads for names
+_MAGIC = re.compile(r"^([ \t]*)(?:[%!?].*|\w[\w.,\s]*=\s*[%!].*|.*\?)$", re.M)
+
+
+def _plain_python(src: str) -> str:
+    """A cell's source with IPython's magic and shell lines (``%time``, ``!ls``, ``x = !ls``, ``f?``) made
+    ``pass`` at their indentation: plain Python for finding names, without running IPython's
+    transformer on a student's text here (its cost grows with the lines times the magics)."""
+    return _MAGIC.sub(lambda m: m.group(1) + "pass", src)
 
 
 @functools.lru_cache(maxsize=4096)
 def _names(src: str) -> tuple[frozenset[str], frozenset[str]]:
-    """(names a cell defines at its top level, names it reads anywhere); a cell that does not parse
-    defines and reads nothing (running it reports the error)."""
-    try:
-        tree = ast.parse(_python(src))
-    except (SyntaxError, ValueError, RecursionError):
+    """(names a cell defines at its top level, global names it reads: at its top level or from inside
+    its functions and classes, not their parameters or locals). A cell too long, or that does not
+    parse, defines and reads nothing (running it reports the error)."""
+    if len(src) > MAX_CELL:
         return frozenset(), frozenset()
-    defined, used = set(), set()
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            defined.add(node.name)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            defined |= {(a.asname or a.name).split(".")[0] for a in node.names}
-        else:
-            defined |= {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    try:
+        top = symtable.symtable(_plain_python(src), "<cell>", "exec")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return frozenset(), frozenset()
+    defined = {s.get_name() for s in top.get_symbols() if s.is_assigned() or s.is_imported() or s.is_namespace()}
+    used = {s.get_name() for s in top.get_symbols() if s.is_referenced()}
+    tables = list(top.get_children())
+    while tables:
+        table = tables.pop()
+        used |= {s.get_name() for s in table.get_symbols() if s.is_global() and s.is_referenced()}
+        tables += table.get_children()
     return frozenset(defined), frozenset(used)
 
 
@@ -166,9 +177,11 @@ def needed(cells: list[tuple[str, str]], own: int) -> list[int]:
 
 
 def labkit_without(keys: list[str], dest: Path) -> Path:
-    """A copy of labkit under ``dest`` in which every reference of the exercises ``keys`` (and what it is
-    built from: `labkit.exercises.forbidden`) raises RuntimeError("labkit's <name> is not available while
-    grading <key>"): rewritten in the source, so no copy of its code is in the sandbox. Returns ``dest``."""
+    """A copy of labkit under ``dest`` in which every name `labkit.exercises.forbidden` lists for the
+    exercises ``keys`` (the references of their labs, what those are built from, the exercises' wrong
+    versions) raises RuntimeError("labkit's <name> is not available while grading <part>"), and the
+    exercises carry no wrong versions: rewritten in the source, so no copy of that code is in the
+    sandbox. The part named is the one being graded (``LABKIT_GRADING``, set by the runner). Returns ``dest``."""
     from labkit import exercises
     where: dict[str, dict[str, str]] = {}
     for key in keys:
@@ -180,18 +193,22 @@ def labkit_without(keys: list[str], dest: Path) -> Path:
     for path in sorted(src.glob("*.py")):
         module = f"labkit.{path.stem}"
         text = path.read_text(encoding="utf-8")
-        if module in where:
-            text = _stubbed(text, where[module], exercises.UNAVAILABLE)
+        if module in where or module == "labkit.exercises":
+            text = _stubbed(text, where.get(module, {}), exercises.UNAVAILABLE,
+                            no_mistakes=module == "labkit.exercises")
         (dest / "labkit" / path.name).write_text(text, encoding="utf-8")
     return dest
 
 
-def _stubbed(text: str, names: dict[str, str], message: str) -> str:
-    """Module source with the functions (and every method of the classes) named in ``names`` raising."""
+def _stubbed(text: str, names: dict[str, str], message: str, *, no_mistakes: bool = False) -> str:
+    """Module source with the functions (and every method of the classes) named in ``names`` raising;
+    with ``no_mistakes``, every ``Exercise(...)`` built with an empty tuple of wrong versions."""
     tree = ast.parse(text)
 
     def stub(fn, name, key):
-        error = ast.parse(f"raise RuntimeError({message.format(name=name, key=key)!r})").body[0]
+        head, _, tail = message.format(name=name, key="\0").partition("\0")
+        error = ast.parse(f"raise RuntimeError({head!r} + __import__('os').environ.get('LABKIT_GRADING', {key!r})"
+                          f" + {tail!r})").body[0]
         fn.body = [error]
         fn.decorator_list = [d for d in fn.decorator_list
                              if isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod", "property")]
@@ -209,6 +226,19 @@ def _stubbed(text: str, names: dict[str, str], message: str) -> str:
     missing = set(names) - found
     if missing:
         raise ValueError(f"labkit.exercises.forbidden names {sorted(missing)}, which the module does not define")
+    if no_mistakes:
+        emptied = 0
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Exercise":
+                if len(node.args) > 5:
+                    node.args[5] = ast.Tuple(elts=[], ctx=ast.Load())
+                    emptied += 1
+                for kw in node.keywords:
+                    if kw.arg == "mistakes":
+                        kw.value = ast.Tuple(elts=[], ctx=ast.Load())
+                        emptied += 1
+        if emptied == 0:
+            raise ValueError("labkit.exercises builds no Exercise(...) with its wrong versions where the grader looks")
     return ast.unparse(tree) + "\n"
 
 
@@ -261,6 +291,9 @@ def _match(ids: set[str], labs: dict[str, Lab]) -> Lab | None:
 def _read(path: Path, labs: dict[str, Lab], root: Path | None):
     """The Graded record of a submission and its exercise cells: (graded, lab, [(grade id, source)])."""
     g = Graded(str(path.relative_to(root)) if root else path.name)
+    if path.is_symlink():
+        g.status = "not graded: a symbolic link (links are not followed; submit the notebook itself)"
+        return g, None, []
     try:
         if path.stat().st_size > MAX_NOTEBOOK:
             raise ValueError(f"it is larger than {MAX_NOTEBOOK >> 20} MB")
@@ -281,24 +314,24 @@ def _read(path: Path, labs: dict[str, Lab], root: Path | None):
         seen.add(grade_id)
         if kind == "code" and grade_id in lab.solutions:
             code.append((grade_id, source))
-        elif kind == "markdown" and grade_id in lab.answers:
+        elif grade_id in lab.answers and (kind == "code") == (grade_id in lab.code_answers):
             g.answers[grade_id] = source[:MAX_ANSWER]
     return g, lab, code
 
 
 def submissions(folder: Path) -> list[Path]:
-    """The notebooks of a submissions folder: every ``*.ipynb`` file below it, none in a hidden folder
-    (``.ipynb_checkpoints``); nbgrader's other files (``timestamp.txt``) are not submissions. Symbolic
-    links are followed only where they stay inside the folder."""
-    root = Path(folder).resolve()
+    """The notebooks of a submissions folder: every ``*.ipynb`` below it, none in a hidden folder
+    (``.ipynb_checkpoints``); nbgrader's other files (``timestamp.txt``) are not submissions. Linked
+    folders are not entered; a linked notebook is listed, and graded as a line saying it is a link
+    (a link could make one student's notebook another's, or reach outside the folder)."""
+    root = Path(folder)
     found = []
     for top, dirs, files in os.walk(root):              # os.walk does not descend into linked folders
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
             path = Path(top) / name
-            if name.endswith(".ipynb") and not name.startswith(".") and path.resolve().is_relative_to(root) \
-                    and path.resolve().is_file():
-                found.append(Path(folder) / path.relative_to(root))
+            if name.endswith(".ipynb") and not name.startswith(".") and (path.is_symlink() or path.is_file()):
+                found.append(path)
     return sorted(found)
 
 
@@ -378,6 +411,18 @@ class Grader:
         self.libs: dict[str, Path] = {}
         self._lock = threading.Lock()
         self._count = 0
+        self._uids: dict[int, int] = {}
+
+    def _uid(self, release: bool = False) -> int:
+        """A user id for this thread's sandbox, none shared with a sandbox running at the same time."""
+        with self._lock:
+            mine = threading.get_ident()
+            if release:
+                return self._uids.pop(mine, 0)
+            if mine not in self._uids:
+                taken = set(self._uids.values())
+                self._uids[mine] = next(u for u in range(sandbox.UID - 1, 1000, -1) if u not in taken)
+            return self._uids[mine]
 
     def close(self) -> None:
         shutil.rmtree(self.work, ignore_errors=True)
@@ -396,7 +441,7 @@ class Grader:
         for check_id, (exercise, src, _) in lab.checks.items():
             target = checked(src)
             if target is not None and exercise in own:
-                parts.append({"id": check_id, "key": target[0], "function": target[1],
+                parts.append({"id": check_id, "key": target[0], "function": target[1], "own": own[exercise],
                               "cells": needed(cells, own[exercise]), "timeout": self.timeout})
         return parts
 
@@ -440,9 +485,12 @@ class Grader:
             folder = self._job(lab, cells, left)
             budget = 20 + self.timeout * (len(left) + 1)
             try:
+                # a part answers within its timeout; startup (imports) gets 30 s more
                 result = sandbox.run(folder, [sys.executable, f"{sandbox.JOB}/runner.py"], timeout=budget,
-                                     limits=self.limits, lib=self._lib(lab), sandboxed=self.sandboxed)
+                                     limits=self.limits, lib=self._lib(lab), sandboxed=self.sandboxed,
+                                     idle=self.timeout + 30, uid=self._uid())
             finally:
+                self._uid(release=True)
                 shutil.rmtree(folder, ignore_errors=True)
             got = _frames(result.stdout)
             answers.update({k: v for k, v in got.items() if k in keys and k not in answers})
@@ -450,7 +498,7 @@ class Grader:
             if not left:
                 break
             if result.timed_out:
-                why = f"the submission's sandbox ran past {budget:g} s and was stopped while this part ran"
+                why = "the submission's sandbox stopped answering (or ran out of time) while this part ran"
             elif result.truncated:
                 why = "the submission's sandbox wrote more than it may while this part ran"
             elif result.returncode != 0:
@@ -576,16 +624,21 @@ def _heading(text: str) -> str:
 
 
 def answers_text(graded: list[Graded], labs: dict[str, Lab]) -> str:
-    lines = ["# Written answers, to grade by hand", "",
-             "Each answer is quoted as the student wrote it (a block of text, not rendered).", ""]
+    lines = ["# Written answers, to grade by hand, and why checks lost points", "",
+             "Each answer and each message is quoted as the student's notebook gave it (a block of text, "
+             "not rendered).", ""]
     for g in graded:
-        if not g.answers:
+        if not g.answers and not g.errors:
             continue
         lines += [f"## {_heading(g.submission)} ({g.lab})", ""]
         for answer_id, text in g.answers.items():
             pts = labs[g.lab].answers.get(answer_id, 0)
-            lines += [f"### {answer_id} ({pts:g} points)" if pts else f"### {answer_id} (not graded)", "",
+            kind = " (code)" if answer_id in labs[g.lab].code_answers else ""
+            lines += [f"### {answer_id}{kind} ({pts:g} points)" if pts else f"### {answer_id}{kind} (not graded)", "",
                       _fence(text.strip()) if text.strip() else "(empty)", ""]
+        if g.errors:
+            lines += ["### Checks that lost points", "",
+                      _fence("\n".join(f"{part_of(c)} {printable(e)}" for c, e in g.errors.items())), ""]
     return "\n".join(lines) + "\n"
 
 

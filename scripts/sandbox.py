@@ -37,9 +37,10 @@ SYSTEM = ("/usr", "/etc")      # bound read-only; /bin, /lib... follow as links 
 class Limits:
     """What one sandbox may use. ``memory``, ``cpu_seconds``, ``processes`` and ``file_size`` are set
     (soft and hard) on every process that runs a student's code; the others hold the sandbox as a whole."""
-    memory: int = 3 << 30          # bytes of address space per process (RLIMIT_AS); torch alone maps ~0.7 GiB
+    memory: int = 5 << 29          # bytes of address space per process (RLIMIT_AS, 2.5 GiB); torch maps ~0.7 GiB
     cpu_seconds: int = 60          # CPU seconds per process (RLIMIT_CPU)
-    processes: int = 32            # processes and threads of the sandbox's user (RLIMIT_NPROC)
+    processes: int = 8             # processes and threads of the sandbox's user (RLIMIT_NPROC): so at most
+                                   # 8 x 2.5 GiB of memory in all (the runner and a part need 2)
     file_size: int = 16 << 20      # bytes per file written (RLIMIT_FSIZE)
     disk: int = 64 << 20           # bytes of the private /tmp and of the home (tmpfs size, each)
     output: int = 32 << 20         # bytes of standard output read back; more is cut and reported
@@ -83,9 +84,12 @@ def _binds() -> list[str]:
     return args
 
 
-def command(job: Path, argv: list[str], limits: Limits = Limits(), lib: Path | None = None) -> list[str]:
+def command(job: Path, argv: list[str], limits: Limits = Limits(), lib: Path | None = None,
+            uid: int = UID) -> list[str]:
     """The bwrap command line that runs ``argv`` in the sandbox with ``job`` at /job and ``lib`` (the
-    Python packages the job may import, first on its path) at /job/lib."""
+    Python packages the job may import, first on its path) at /job/lib. As root, the sandbox runs as
+    the real ``uid`` (give each sandbox running at once its own, so that their process limits, which
+    count a user's processes, are their own); otherwise as 65534 in a user namespace of its own."""
     bwrap = shutil.which("bwrap")
     if bwrap is None:
         raise RuntimeError(why_unavailable() or "bwrap not found")
@@ -94,7 +98,7 @@ def command(job: Path, argv: list[str], limits: Limits = Limits(), lib: Path | N
         # and setpriv drops to the real uid 65534 with no capabilities and no way back before anything
         # else runs. (Root's processes are exempt from RLIMIT_NPROC, nobody's are not.)
         users = ["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
-        drop = [shutil.which("setpriv") or "/usr/bin/setpriv", "--reuid", str(UID), "--regid", str(UID),
+        drop = [shutil.which("setpriv") or "/usr/bin/setpriv", "--reuid", str(uid), "--regid", str(uid),
                 "--clear-groups", "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all"]
     else:
         users = ["--unshare-all", "--uid", str(UID), "--gid", str(UID)]
@@ -126,12 +130,13 @@ def _kill(proc: subprocess.Popen) -> None:
 
 
 def run(job: Path, argv: list[str], *, timeout: float, limits: Limits = Limits(), lib: Path | None = None,
-        sandboxed: bool = True) -> Result:
+        sandboxed: bool = True, idle: float | None = None, uid: int = UID) -> Result:
     """Run ``argv`` in a sandbox over ``job`` (and ``lib``, see `command`); read its standard output up to ``limits.output`` bytes,
-    kill it all after ``timeout`` seconds. ``sandboxed=False`` (the instructor's explicit trust) runs
+    kill it all after ``timeout`` seconds, or once it has written nothing for ``idle`` seconds (a
+    stopped or stalled process: it cannot make the grader wait out the whole ``timeout``). ``sandboxed=False`` (the instructor's explicit trust) runs
     the same command as a plain child process with the same environment, and no isolation at all."""
     if sandboxed:
-        cmd = command(job, argv, limits, lib)
+        cmd = command(job, argv, limits, lib, uid)
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     else:
         cmd = [a.replace(JOB, str(Path(job).resolve())) for a in argv]
@@ -145,11 +150,12 @@ def run(job: Path, argv: list[str], *, timeout: float, limits: Limits = Limits()
     out, err = bytearray(), bytearray()
     timed_out = truncated = False
     deadline = time.monotonic() + timeout
+    quiet_until = time.monotonic() + (idle if idle else timeout)
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ, out)
         sel.register(proc.stderr, selectors.EVENT_READ, err)
         while sel.get_map():
-            left = deadline - time.monotonic()
+            left = min(deadline, quiet_until) - time.monotonic()
             if left <= 0:
                 timed_out = True
                 break
@@ -159,6 +165,8 @@ def run(job: Path, argv: list[str], *, timeout: float, limits: Limits = Limits()
                     sel.unregister(key.fileobj)
                     continue
                 key.data.extend(chunk)
+                if key.data is out and idle:
+                    quiet_until = time.monotonic() + idle
                 if len(err) > 1 << 16:
                     del err[:-4000]
             if len(out) > limits.output:

@@ -5,8 +5,8 @@ The job folder (``/job``, read-only) holds ``job.json``, written by scripts/grad
 
     {"imports": "<the lab's import cell>",
      "cells": [["<grade id>", "<the student's source>"], ...],               # the exercise cells, in order
-     "parts": [{"id": "<check id>", "key": "lab2 (b)", "function": "keep_mask",
-                "cells": [0, 2], "timeout": 30}, ...],                        # cells: what the part runs, in order
+     "parts": [{"id": "<check id>", "key": "lab2 (b)", "function": "keep_mask", "own": 2,
+                "cells": [0, 2], "timeout": 30}, ...],    # own: its exercise cell; cells: what it runs, in order
      "limits": {"memory": ..., "cpu_seconds": ..., "processes": ..., "file_size": ...}}
 
 and ``lib/labkit``, a copy of labkit in which the graded references raise. For every part a child
@@ -23,7 +23,6 @@ import os
 import resource
 import select
 import signal
-import struct
 import sys
 import time
 
@@ -76,23 +75,24 @@ def _child(job: dict, part: dict, write_fd: int, transform, ns: dict) -> None:
 
     try:
         _limit(job["limits"])
+        os.environ["LABKIT_GRADING"] = part["key"]          # the part the stubs name
         from labkit import exercises
         if "__imports_failed__" in ns:
             answer("error", ns["__imports_failed__"])
         ns["get_ipython"] = lambda: _Shell(ns, transform)
         run = lambda src, name: exec(compile(transform(src), name, "exec"), ns)
-        cells = job["cells"]
-        own = part["cells"][-1] if part["cells"] else None
+        cells, failed = job["cells"], None
         for index in part["cells"]:
             name, src = cells[index]
             try:
                 run(src, f"<your {name}>")
             except BaseException as e:                     # noqa: BLE001 - the student's code
-                if index == own:
-                    answer("error", f"your exercise cell raised {type(e).__name__}: {e}")
+                if index == part["own"]:
+                    failed = f"{type(e).__name__}: {e}"
         fn = ns.get(part["function"])
-        if fn is None:
-            answer("error", f"your exercise cell defines no {part['function']} (keep the function's name)")
+        if not callable(fn):                               # a cell that raised after its def still counts
+            answer("error", f"your exercise cell raised {failed}" if failed else
+                   f"your exercise cell defines no {part['function']} (keep the function's name)")
         visible = exercises.encode(exercises.observe(part["key"], fn))
         hidden = exercises.encode(exercises.observe(part["key"], fn, hidden=True))
         answer("ok", "", (visible, hidden))

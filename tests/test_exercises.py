@@ -152,9 +152,25 @@ def test_every_wrong_version_differs_from_the_reference_on_a_visible_input(key, 
 
 @pytest.mark.parametrize("key, message, wrong", MISTAKES, ids=IDS)
 def test_every_usual_mistake_is_named_by_the_check(key, message, wrong):
+    """A student's function with the mistake (labkit's own wrong version, observed as the grader's sandbox
+    observes a student's code: the self-check itself refuses labkit's wrong versions) gets its message."""
+    obs = exercises.decode(exercises.encode(exercises.observe(key, wrong)))
     with pytest.raises(exercises.Mistake) as info:
-        exercises.check(key, wrong)
+        exercises.judge(key, obs)
     assert f"{key} {exercises.EXERCISES[key].name} {message} (input: " in str(info.value)
+
+
+@pytest.mark.parametrize("key", KEYS)
+def test_the_self_check_refuses_labkits_wrong_versions_and_their_pieces(key):
+    """labkit's wrong versions (some all but right: `_soft` is soft thresholding) are refused, like the
+    references: calling one, or the exercise's own wrong version, fails the self-check."""
+    ex = exercises.EXERCISES[key]
+    for _, wrong in ex.mistakes[:2]:
+        with pytest.raises(exercises.Mistake, match="is not available while grading"):
+            exercises.check(key, wrong)
+    soft = lambda *args: exercises._soft(np.array([1.0, -2.0]), 0.5)
+    with pytest.raises(exercises.Mistake, match=re.escape(f"labkit's _soft is not available while grading {key}")):
+        exercises.check(key, soft)
 
 
 def test_the_messages_say_the_fix_in_words_not_code():

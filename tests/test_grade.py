@@ -150,7 +150,9 @@ def test_the_grades_are_written_atomically(grade, tmp_path, monkeypatch):
     assert target.read_text() == "previous"
 
 
-def test_links_out_of_the_submissions_folder_are_not_followed(grade, tmp_path):
+def test_links_in_the_submissions_folder_are_not_followed(grade, tmp_path):
+    """A linked notebook gets a line, not a grade: inside the folder it could make one student's
+    notebook another's, outside it could reach the instructor's files; linked folders are not entered."""
     subs = tmp_path / "subs"
     (subs / "bob").mkdir(parents=True)
     (subs / "bob" / "lab1.ipynb").write_text("{}")
@@ -160,7 +162,11 @@ def test_links_out_of_the_submissions_folder_are_not_followed(grade, tmp_path):
     (subs / "out.ipynb").symlink_to(tmp_path / "secret" / "x.ipynb")
     (subs / "dir").symlink_to(tmp_path / "secret")
     got = [p.relative_to(subs).as_posix() for p in grade.submissions(subs)]
-    assert got == ["bob/lab1.ipynb", "in.ipynb"]
+    assert got == ["bob/lab1.ipynb", "in.ipynb", "out.ipynb"]
+    labs = grade.course_labs()
+    for name in ("in.ipynb", "out.ipynb"):
+        g, lab, cells = grade._read(subs / name, labs, subs)
+        assert lab is None and "symbolic link" in g.status
 
 
 def test_malformed_metadata_costs_only_the_cells_it_breaks(grade, tmp_path):
@@ -208,3 +214,54 @@ def test_the_grader_does_not_load_the_courses_editions():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "False"
+
+
+_PROBE = r"""
+import base64, inspect, json, sys, warnings
+warnings.simplefilter("ignore")
+import labkit
+from labkit import exercises
+import importlib
+out = []
+for module in ("sparse_linear", "prune", "quant", "exercises", "judge", "sensitivity", "structured", "layers", "costs"):
+    mod = importlib.import_module(f"labkit.{module}")
+    for name, f in list(vars(mod).items()):
+        if not (inspect.isfunction(f) and f.__module__ == mod.__name__) or name in ("observe", "check", "judge"):
+            continue
+        for key in exercises.keys():
+            obs = exercises.observe(key, f)
+            if not any(k.endswith("/raised") or k.endswith("/returned") for k in obs):
+                out.append([key, f"{module}.{name}", base64.b64encode(exercises.encode(obs)).decode()])
+print(json.dumps(out))
+"""
+
+
+def test_no_function_left_in_the_sandboxs_labkit_passes_a_check(grade, tmp_path):
+    """Every function of the labkit copy the sandbox holds, called on every check's inputs: none gives
+    the reference's result (the references, what they are built from and the wrong versions raise)."""
+    import base64
+    from labkit import exercises
+    lib = grade.labkit_without(exercises.keys(), tmp_path)
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=600,
+                         env={"PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin", "LABKIT_PROGRESS": "off"}, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    passing = []
+    for key, name, data in json.loads(out.stdout.splitlines()[-1]):
+        try:
+            exercises.judge(key, exercises.decode(base64.b64decode(data)))
+            passing.append((key, name))
+        except exercises.Mistake:
+            pass
+    assert passing == []
+
+
+def test_the_answers_file_holds_code_answers_and_why_checks_lost_points(grade, tmp_path):
+    labs = grade.course_labs()
+    lab = labs["lab1_sparse_optimization"]
+    assert "lab1_a_formula" in lab.code_answers and "lab1_a_formula" not in lab.solutions
+    g, _, _ = grade._read(REPO / "labs" / "lab1_sparse_optimization.ipynb", labs, None)
+    assert "W1 = W0 - 2 * lr" in g.answers["lab1_a_formula"]
+    g.errors = {"lab1_b_check": "lab1 (b) gradient misses the factor 2\x1b[2J"}
+    text = grade.answers_text([g], labs)
+    assert "### lab1_a_formula (code) (not graded)" in text and "W1 = W0 - 2 * lr" in text
+    assert "### Checks that lost points" in text and "(b) lab1 (b) gradient misses the factor 2\\x1b[2J" in text

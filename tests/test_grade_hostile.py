@@ -69,6 +69,7 @@ def _gradient(attack: str, *, then: str = WRONG) -> str:
     return f"{attack}\ndef gradient(W, X, y):\n{then}"
 
 
+RIGHT_IF_OK = "    return (2.0 if _ok else 1.0) * X.T @ (X @ W - y)\n"   # right only if the attack worked
 FULL1 = {"lab1_b_check": 3, "lab1_c_check": 4, "lab1_d_check": 3, "lab1_e_check": 4, "lab1_f_check": 4}
 
 
@@ -116,6 +117,13 @@ def graded(grade, tmp_path_factory):
         "honest_blank.ipynb": nbformat.read(REPO / "student" / LAB1.name, as_version=4),
         "honest_mistake.ipynb": _lab1("lab1_b_solution", _gradient("")),
         "honest_lab2.ipynb": nbformat.read(LAB2, as_version=4),
+        # honest but messy: a cell that runs a test line, an unfinished part, another part's reference
+        "messy_unfinished.ipynb": _lab1("lab1_f_solution", "def trimmed_l1_step(W, g, lr, lam, k):\n"
+                                        "    raise NotImplementedError()\nv = np.ones(3)\nprint(trimmed_l1_step(v, v, 0.1, 1.0, 1))\n"),
+        "messy_test_line.ipynb": _lab1("lab1_f_solution", _cell(_lab1(), "lab1_f_solution").source
+                                       + "\nprint(trimmed_l1_step(np.ones(3), np.ones(3), 0.1, 1.0))\n"),
+        "other_reference.ipynb": _lab1("lab1_f_solution", "def trimmed_l1_step(W, g, lr, lam, k):\n    v = W - lr * g\n"
+                                       "    big = sl.project_top_k(v, k) != 0\n    return np.where(big, v, soft_threshold(v, lr * lam))\n"),
         # in-process patching: the checker, numpy, the registered reference, builtins
         "patch_checker.ipynb": _lab1("lab1_b_solution", _gradient(
             "import labkit.exercises as _x\n_x.judge = lambda *a, **k: 'passed'\n_x.check = lambda *a, **k: None\n"
@@ -164,12 +172,21 @@ def graded(grade, tmp_path_factory):
             f"import subprocess, os\nsubprocess.Popen(['sleep', '300', '{MARK}'], start_new_session=True)\n"
             f"if os.fork() == 0:\n    os.setsid()\n    import time\n    time.sleep(300)\n    os._exit(0)")),
         # memory, disk, processes
-        "memory.ipynb": _lab1("lab1_b_solution", _gradient("_x = bytearray(40 << 30)")),
+        "memory.ipynb": _lab1("lab1_b_solution", _gradient(
+            "try:\n    _x = bytearray(4 << 30)\n    _ok = True\nexcept MemoryError:\n    _ok = False", then=RIGHT_IF_OK)),
         "disk.ipynb": _lab1("lab1_b_solution", _gradient(
-            "import os\nfor _d in ['/tmp', os.path.expanduser('~')]:\n    try:\n        with open(_d + '/fill', 'wb') as f:\n"
-            "            for _ in range(4096):\n                f.write(b'x' * (1 << 20))\n    except OSError:\n        pass")),
+            "import os\n_ok = True\nfor _d in ['/tmp', os.path.expanduser('~')]:\n    for _i in range(10):\n        try:\n"
+            "            with open(f'{_d}/fill{_i}', 'wb') as f:\n                f.write(b'x' * (10 << 20))\n"
+            "        except OSError:\n            _ok = False", then=RIGHT_IF_OK)),
+        "processes.ipynb": _lab1("lab1_b_solution", _gradient(
+            "import os, time\n_pids = []\ntry:\n    for _ in range(20):\n        _p = os.fork()\n        if _p == 0:\n"
+            "            time.sleep(2)\n            os._exit(0)\n        _pids.append(_p)\n    _ok = True\nexcept OSError:\n    _ok = False",
+            then=RIGHT_IF_OK)),
         "fork_bomb.ipynb": _lab1("lab1_c_solution", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"),
         "hang.ipynb": _lab1("lab1_d_solution", "while True:\n    pass\n"),
+        "stop_runner.ipynb": _lab1("lab1_b_solution", _gradient(
+            "import os, signal\nfor _p in os.listdir('/proc'):\n    if _p.isdigit() and int(_p) not in (1, os.getpid()):\n"
+            "        try:\n            os.kill(int(_p), signal.SIGSTOP)\n        except OSError:\n            pass")),
         # console, CSV and Markdown injection
         "=HYPERLINK(1)\x1b[2J.ipynb": _lab1("lab1_b_solution", _gradient(
             "raise RuntimeError('\\x1b[2J\\rhonest_solved.ipynb: 30/30 points\\n=cmd|calc')")),
@@ -232,11 +249,21 @@ def test_honest_grades_are_exact(graded):
 
 @pytest.mark.parametrize("name", ["patch_checker", "patch_numpy", "patch_reference", "reference_alias",
                                   "reference_source", "steal_solutions", "forge_pipes", "write_outside",
-                                  "network", "orphans", "memory", "disk", "=HYPERLINK(1)\x1b[2J"])
+                                  "network", "orphans", "memory", "disk", "processes", "stop_runner",
+                                  "=HYPERLINK(1)\x1b[2J"])
 def test_a_forged_part_scores_nothing_and_the_others_keep_theirs(graded, name):
     row = _row(graded, f"{name}.ipynb")
     assert row["lab1_sparse_optimization (b)"].startswith("0/3"), row
     assert row["total (checks)"] == str(sum(FULL1.values()) - 3), row
+
+
+def test_honest_but_messy_cells_are_graded_on_their_functions(graded):
+    """A top-level test line that fails after the def costs nothing; an unfinished part costs that part;
+    a part that needs another part's reference (labkit's) is refused, naming the part being graded."""
+    assert _row(graded, "messy_test_line.ipynb")["total (checks)"] == str(sum(FULL1.values()))
+    assert _row(graded, "messy_unfinished.ipynb")["total (checks)"] == str(sum(FULL1.values()) - 4)
+    assert _row(graded, "other_reference.ipynb")["total (checks)"] == str(sum(FULL1.values()) - 4)
+    assert "labkit's project_top_k is not available while grading lab1 (f)" in graded["result"].stdout
 
 
 def test_calling_the_reference_under_another_name_is_named(graded):
@@ -268,7 +295,7 @@ def test_malformed_files_get_a_line_and_the_class_is_graded(graded):
     assert _row(graded, "cells_not_list.ipynb")["status"].startswith("not a notebook")
     bad = _row(graded, "bad_metadata.ipynb")             # its (c) cell lost its id: that part only
     assert bad["total (checks)"] == str(sum(FULL1.values()) - FULL1["lab1_c_check"]), bad
-    assert "linked.ipynb" not in [r[0] for r in graded["rows"]]
+    assert "symbolic link" in _row(graded, "linked.ipynb")["status"]
 
 
 def test_the_console_csv_and_answers_cannot_be_forged(graded):
