@@ -342,7 +342,7 @@ EXERCISES = {ex.key: ex for ex in [
              (("misses the factor 2 of the derivative of a square", lambda W, X, y: X.T @ (X @ W - y)),
               ("takes the mean over the points; the loss is their sum", lambda W, X, y: 2.0 * X.T @ (X @ W - y) / len(y)),
               ("has the wrong sign: it points downhill; the residual in the gradient is the prediction minus "
-               "the target, X W - y", lambda W, X, y: 2.0 * X.T @ (y - X @ W))),
+               "the target", lambda W, X, y: 2.0 * X.T @ (y - X @ W))),
              forbidden={"labkit.sparse_linear": ("gradient",)}),
     Exercise("lab1 (c)", "project_top_k", sl.project_top_k,
              (Case((np.array([3.0, -5.0, 1.0, 0.5, -2.0]), 2), "v = [3, -5, 1, 0.5, -2], k = 2"),
@@ -378,7 +378,7 @@ EXERCISES = {ex.key: ex for ex in [
               Case((np.array([0.1, -0.2]), 5.0), "t larger than every |v|")),
              (("is hard thresholding: the elements that survive must also move towards 0 by t",
                lambda v, t: np.where(np.abs(v) <= t, 0.0, v)),
-              ("loses the sign of v: S_t(v) = sign(v) max(|v| - t, 0)", lambda v, t: np.maximum(np.abs(v) - t, 0.0)),
+              ("loses the sign of v: soft thresholding keeps each element's sign and shrinks its magnitude", lambda v, t: np.maximum(np.abs(v) - t, 0.0)),
               ("moves every element by t, past 0 when |v| < t: those must become exactly 0",
                lambda v, t: np.asarray(v) - t * np.sign(v)),
               ("has the wrong sign: the surviving elements come out with the opposite sign of v; each keeps "
@@ -456,7 +456,7 @@ EXERCISES = {ex.key: ex for ex in [
               ("is off by one: step e = 1..steps prunes e / steps of the target, so the last step reaches it",
                lambda e, s, t: t * (e + 1) / s),
               ("is a percentage; return a fraction (0.8 for 80 %)", lambda e, s, t: 100 * t * e / s),
-              ("is Zhu & Gupta's cubic schedule; this lab's is linear, target * e / steps",
+              ("is Zhu & Gupta's cubic schedule; this lab's is linear: every step adds the same share of the target",
                lambda e, s, t: t * (1 - (1 - e / s) ** 3)),
               ("prunes nothing at the first step: (e - 1) / (steps - 1) starts at 0; step e = 1..steps prunes "
                "e / steps of the target, so the first step already prunes target / steps",
