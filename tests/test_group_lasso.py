@@ -310,10 +310,12 @@ def test_l1_prox_is_soft_thresholding_and_keeps_masks():
 def test_l1_subgradient_and_callbacks():
     net = _tiny()
     prune.prune_by_percentage(net, 0.5, layers=["fc"])
-    net.zero_grad(set_to_none=True)
-    gl.l1_subgradient(net, 0.1)
     from labkit.layers import original
     w = original(net.fc)
+    with torch.no_grad():
+        w[~prune.masks(net)["fc"]] = -0.5            # drifted off zero (momentum): still no penalty there
+    net.zero_grad(set_to_none=True)
+    gl.l1_subgradient(net, 0.1)
     torch.testing.assert_close(w.grad, 0.1 * torch.sign(w) * prune.masks(net)["fc"])
     torch.testing.assert_close(net.conv1.weight.grad, 0.1 * torch.sign(net.conv1.weight))
     # proximal L1 inside train gives exact zeros; the subgradient does not
