@@ -32,7 +32,9 @@ weights, so the blocks' outputs keep their widths.
 The proximal step is the exact minimiser of 1/2 ||v - w_g||^2 + t ||v||_2 with t = lr lam sqrt(|g|):
 the whole group becomes exactly zero when ||w_g||_2 <= t, else it shrinks towards 0 by t along its
 own direction. The sqrt(|g|) weighs groups of different sizes fairly (a group of n weights of size
-s has norm s sqrt(n)). The book derives both operators (book/lab5_theory.md).
+s has norm s sqrt(n)). Why: the minimiser lies along w_g's direction (any other component adds to
+the distance and not to the penalty), so the problem is one-dimensional in r = ||v||: minimise
+1/2 (r - ||w_g||)^2 + t r over r >= 0, whose solution is max(0, ||w_g|| - t).
 
 With SGD's momentum (the course's 0.875) the proximal step after each optimizer step is proximal SGD
 as Distiller and most implementations run it, not the exact proximal gradient method: the momentum
