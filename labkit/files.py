@@ -23,6 +23,7 @@ import pickle
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from . import settings
@@ -262,13 +263,20 @@ def _verified(path: Path, what: str) -> zipfile.ZipFile:
     """The zip archive at ``path``, every record checked against its CRC-32 (ValueError naming the file)."""
     try:
         z = zipfile.ZipFile(path)
-        damaged = z.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+        # torch's reader (miniz) reads an entry marked as a folder (MS-DOS attribute 0x10, or a name
+        # ending in "/") as no data at all, leaving the tensor's memory as it was, and zipfile checks
+        # no CRC of it: one flipped bit of the central directory loaded garbage without a word.
+        # torch writes neither, nor encrypted (flag bit 0) or compressed entries, which zipfile fails on.
+        odd = [i.filename for i in z.infolist() if i.external_attr & 0x10 or i.is_dir() or i.flag_bits & 0x1
+               or i.compress_type != zipfile.ZIP_STORED]
+        damaged = odd[0] if odd else z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError, zlib.error) as e:
         raise ValueError(f"{path} is not a readable {what} ({type(e).__name__}: {e}): it may be truncated "
                          f"(a copy or a save cut short) or another kind of file") from e
     if damaged is not None:
         z.close()
-        raise ValueError(f"{path} is damaged: its record {damaged!r} does not match its CRC-32 checksum (a "
+        raise ValueError(f"{path} is damaged: its record {damaged!r} does not match its CRC-32 checksum or its "
+                         f"entry in the archive's directory is not one torch writes (a "
                          f"changed byte: a disk, a copy or a transfer went wrong); nothing was loaded. Save "
                          f"or copy it again")
     return z

@@ -34,3 +34,27 @@ def flip_bit(path, record: str, *, byte: int = 0, bit: int = 6) -> None:
         value = f.read(1)[0]
         f.seek(at)
         f.write(bytes([value ^ (1 << bit)]))
+
+
+DIRECTORY_FIELDS = {"flags": 8, "method": 10, "crc": 16, "external_attributes": 38, "offset": 42}
+
+
+def flip_directory_bit(path, record: str, field: str, *, bit: int, byte: int = 0) -> None:
+    """Flip one bit of a field (``DIRECTORY_FIELDS``) of the central-directory entry of the zip record
+    whose name ends with ``record``, in place: the archive's table of contents, which no CRC covers."""
+    import struct
+
+    data = bytearray(open(path, "rb").read())
+    end = data.rfind(b"PK\x05\x06")
+    count, _, pos = struct.unpack("<HII", data[end + 10:end + 20])
+    if pos == 0xFFFFFFFF:                                   # zip64: the offset is in the zip64 end record
+        z64 = data.rfind(b"PK\x06\x06")
+        pos = struct.unpack("<Q", data[z64 + 48:z64 + 56])[0]
+    while data[pos:pos + 4] == b"PK\x01\x02":
+        name_len, extra_len, comment_len = struct.unpack("<HHH", data[pos + 28:pos + 34])
+        if data[pos + 46:pos + 46 + name_len].decode().endswith(record):
+            data[pos + DIRECTORY_FIELDS[field] + byte] ^= 1 << bit
+            open(path, "wb").write(bytes(data))
+            return
+        pos += 46 + name_len + extra_len + comment_len
+    raise ValueError(f"no record ending with {record!r} in {path}")

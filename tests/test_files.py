@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from labkit import files
-from faults import flip_bit, save_under_size_limit
+from faults import flip_bit, flip_directory_bit, save_under_size_limit
 
 
 @pytest.fixture
@@ -121,3 +121,18 @@ def test_what_save_torch_writes_loads_back_numpy_numbers_included(tmp_path):
     with pytest.raises(ValueError, match=rf"not saving {tmp_path / 'x.pt'}: it would not load back.*PosixPath"):
         files.save_torch({"where": tmp_path, "w": torch.ones(2)}, tmp_path / "x.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]
+
+
+@pytest.mark.parametrize("field, bit", [("external_attributes", 4), ("method", 3), ("flags", 0)])
+def test_a_flipped_bit_in_the_archives_directory_is_named_not_loaded(tmp_path, field, bit):
+    """Issue 27, adversarial probe: the central directory carries no CRC. Its MS-DOS folder bit
+    (external attributes 0x10) made torch's reader load a tensor as uninitialised memory while
+    every CRC-32 matched (a momentum buffer of zeros and 4.6e-41 resumed without a word); the
+    compression method and encryption flag raised zlib's or zipfile's own errors."""
+    w = torch.arange(1.0, 65.0)
+    path = files.save_torch({"w": w, "b": torch.ones(3)}, tmp_path / "s.pt", description={"kind": "test"})
+    flip_directory_bit(path, "data/0", field, bit=bit)
+    with pytest.raises(ValueError, match=rf"{path} (is damaged: its record 's/data/0'|is not a readable checkpoint)"):
+        files.load_torch(path)
+    with pytest.raises(ValueError, match=str(path)):
+        files.read_description(path)
