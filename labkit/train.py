@@ -23,6 +23,19 @@ The device is the model's: move the model with ``net.to(devices.pick_device())``
 moves the data there. Nothing inside a step waits for the device: the loss and the count of correct
 predictions accumulate on the device and ``.item()`` is called once per epoch.
 
+Per-image correctness, for the paired statistics of :mod:`labkit.stats`: every epoch's record keeps
+which test images the model got right (``record['test_correct']``: np.packbits and the count; kept
+by the checkpoint, never printed); :attr:`History.best_correct` is the reported epoch's,
+:meth:`History.correct` any epoch's, ``evaluate(net, split, per_image=True)`` any model's. Two
+models on the same images are compared image by image, one run each with McNemar's test, over seeds
+with both sources of noise::
+
+    before = train.evaluate(pruned, tuned.test, per_image=True)        # (images,) bool
+    hist_c = [train.train(net_c(seed), tuned, config, seed=seed) for seed in seeds]
+    print(stats.mcnemar("(c) fine-tuned, seed 0", hist_c[0].best_correct, "before fine-tuning", before))
+    print(stats.compare_seeds("(f) allocated", [h.best_correct for h in hist_f],   # (seeds, images)
+                              "(c) one-shot", [h.best_correct for h in hist_c]))
+
 Nothing lost: settings must be finite and fit float32 (``lr=inf`` or ``1e300`` is refused); a loss
 that turns non-finite, or a parameter or buffer that does (checked at the end of every epoch, before
 anything is recorded or written: a BatchNorm running variance can overflow while the loss stays
@@ -44,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -116,9 +130,14 @@ class TrainConfig:
         return dataclasses.replace(self, **overrides)
 
 
-def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
+def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024, per_image: bool = False) -> float | np.ndarray:
     """Top-1 accuracy of ``net`` on ``split`` (a fraction in [0, 1]), in eval mode, in fp32, on the
     model's device. The model's train/eval mode and memory format are restored afterwards.
+
+    ``per_image=True`` returns instead which images it got right: a numpy bool array of shape
+    (len(split),), in the split's order, True where argmax(net(x)) equals the label (copied from the
+    device once, at the end). Its mean is the accuracy, exactly; two of them on the same split are
+    what :func:`labkit.stats.mcnemar` and :func:`labkit.stats.compare_seeds` compare.
 
     Evaluation never uses reduced precision: an evaluation-only result (a pretrained or a pruned
     model) is the same whichever precision the training runs use. It runs under
@@ -131,6 +150,7 @@ def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
         raise ValueError(f"evaluate needs a labkit.data.Split, got {type(split).__name__}{hint}")
     if len(split) == 0:
         raise ValueError("evaluate: the split holds no images")
+    checks.flag("per_image", per_image)
     _float32_model(net, "evaluate")
     device = model_device(net)
     memory_format = resolve_memory_format("auto", device)
@@ -139,10 +159,17 @@ def evaluate(net: nn.Module, split: Split, *, batch_size: int = 1024) -> float:
         net.to(memory_format=memory_format)     # outside inference mode: the parameters stay trainable
     try:
         correct = torch.zeros((), dtype=torch.int64, device=device)
+        hits = []                                                        # per_image: (B,) bool per batch
         with evaluating(net), torch.inference_mode(), \
                 torch.autocast(device_type=device.type, enabled=False):  # fp32 even inside autocast
             for X, y in batches(split.to(device), batch_size):
-                correct += (net(X.contiguous(memory_format=memory_format)).argmax(dim=1) == y).sum()
+                hit = net(X.contiguous(memory_format=memory_format)).argmax(dim=1) == y   # (B,) bool
+                if per_image:
+                    hits.append(hit)
+                else:
+                    correct += hit.sum()
+        if per_image:
+            return torch.cat(hits).cpu().numpy()   # the one sync: (images,) bool, in the split's order
         return correct.item() / len(split)  # the one sync
     finally:
         if convert:
@@ -159,7 +186,8 @@ class Callback:
     """What an experiment adds to the loop. Every method is a no-op; override what you need.
 
     ``epoch`` counts from 0. ``record`` is the epoch's dict in :attr:`History.records`
-    (``epoch``, ``loss``, ``train_acc``, ``val_acc``, ``test_acc``, ``train_time``, ``eval_time``, ``time``); a
+    (``epoch``, ``loss``, ``train_acc``, ``val_acc``, ``test_acc``, ``train_time``, ``eval_time``, ``time``,
+    ``test_correct``: the per-image correctness, packed; read it with :meth:`History.correct`); a
     callback may add keys (e.g. ``sparsity``) and may set ``record['eligible'] = False`` so that
     the epoch cannot be selected (e.g. before the target sparsity). ``on_record`` comes after every
     callback's ``on_epoch_end``, with the epoch's final record: act on it there (save, log), so
@@ -288,6 +316,35 @@ class History:
         """Test accuracy after the last epoch."""
         return self.records[-1]["test_acc"] if self.records else math.nan
 
+    @property
+    def best_correct(self) -> np.ndarray:
+        """Which test images the model of :attr:`best_epoch` got right: bool, shape (images,), in
+        ``data.test``'s order; its mean is :attr:`best_acc`. For :func:`labkit.stats.mcnemar` and
+        :func:`labkit.stats.compare_seeds` (see the module's docstring). An error when no epoch is
+        eligible."""
+        r = self._selected
+        if r is None:
+            raise ValueError("History.best_correct: no epoch is eligible for selection, so none is reported "
+                             f"(eligible epochs: {self.eligible_epochs}; records: {len(self.records)})")
+        return self.correct(r["epoch"])
+
+    def correct(self, epoch: int) -> np.ndarray:
+        """Which test images the model got right at the end of ``epoch`` (from 1, as printed): bool,
+        shape (images,), in ``data.test``'s order; its mean is that epoch's ``test_acc``."""
+        r = next((r for r in self.records if r["epoch"] == epoch), None)
+        if r is None:
+            raise ValueError(f"History.correct: no epoch {epoch!r}; the epochs are {self.column('epoch')}")
+        if CORRECT_KEY not in r:
+            raise ValueError(f"History.correct: epoch {epoch} holds no per-image correctness (its record has no "
+                             f"{CORRECT_KEY!r}: a run by a labkit before it recorded one, or records built by hand); "
+                             f"train the run again, or evaluate the model with evaluate(net, split, per_image=True)")
+        return _unpack(r[CORRECT_KEY])
+
+    def __repr__(self) -> str:
+        # as the dataclass's own, without the per-image bits: printing a History shows what it showed before
+        records = [{k: v for k, v in r.items() if k != CORRECT_KEY} for r in self.records]
+        return f"{type(self).__qualname__}(records={records!r})"
+
     def column(self, key: str) -> list:
         return [r.get(key) for r in self.records]
 
@@ -327,6 +384,22 @@ class History:
 
 def _is_fraction(key: str) -> bool:
     return "acc" in key or "sparsity" in key
+
+
+CORRECT_KEY = "test_correct"   # the record's per-image test correctness, as _pack writes it
+
+
+def _pack(correct: np.ndarray) -> dict:
+    """(images,) bool -> ``{'images': n, 'bits': bytes}``: np.packbits, 8 images a byte (509 images: 64
+    bytes). Plain bytes and an int, so a checkpoint holding it loads with ``weights_only=True`` and two
+    records compare with ``==``."""
+    return {"images": int(correct.size), "bits": np.packbits(correct).tobytes()}
+
+
+def _unpack(packed: dict) -> np.ndarray:
+    """The (images,) bool array :func:`_pack` packed."""
+    bits = np.frombuffer(packed["bits"], dtype=np.uint8)
+    return np.unpackbits(bits, count=packed["images"]).astype(bool)
 
 
 
@@ -501,8 +574,9 @@ def train(
     Returns the :class:`History`: per epoch ``loss`` and ``train_acc`` (of the training steps, on
     augmented images), ``val_acc`` (on ``data.val``; None without it), ``test_acc`` (on ``data.test``),
     ``train_time`` (seconds of the training steps, without the callbacks' epoch-begin work),
-    ``eval_time`` (seconds of the two evaluations) and ``time`` (the whole epoch), and whatever the
-    callbacks record.
+    ``eval_time`` (seconds of the two evaluations) and ``time`` (the whole epoch), ``test_correct``
+    (which test images it got right, packed: :meth:`History.correct`, :attr:`History.best_correct`;
+    in the checkpoint too), and whatever the callbacks record.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -585,9 +659,11 @@ def train(
                     f"epochs). Try a smaller lr.", history=history, epoch=epoch + 1, step=None, tensors=bad)
             evaluation_start = time.perf_counter()
             record["val_acc"] = None if val_split is None else evaluate(net, val_split)
-            record["test_acc"] = evaluate(net, test_split)
+            test_correct = evaluate(net, test_split, per_image=True)     # (images,) bool
+            record["test_acc"] = int(test_correct.sum()) / len(test_correct)   # evaluate()'s value, exactly
             record["eval_time"] = time.perf_counter() - evaluation_start
             record["time"] = time.perf_counter() - start        # the whole epoch, evaluation included
+            record[CORRECT_KEY] = _pack(test_correct)           # for paired statistics: History.correct
             for cb in callbacks:
                 cb.on_epoch_end(epoch, net, record)
             for cb in callbacks:
