@@ -3,7 +3,9 @@
 The bytes go to a temporary file in the destination's folder, are flushed to disk, and only then
 renamed over the destination (``os.replace``, atomic on POSIX and Windows). A save that fails
 halfway (a full disk, a file-size limit, Ctrl-C) leaves the previous file as it was and no
-temporary file behind; a full disk is named as such ("no space left", with the file).
+temporary file behind; a full disk is named as such ("no space left", with the file). A save killed
+by SIGTERM or SIGKILL (no cleanup runs) leaves its temporary file, named with its pid: the next save
+of the same file removes those of processes that no longer run.
 
 A file keeps the permissions of the file it replaces (a new one gets the usual ``0666 & ~umask``,
 e.g. 0644); a destination that is a symbolic link has the file it points to written, the link kept.
@@ -20,10 +22,12 @@ import errno
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import zipfile
 import zlib
+from glob import escape as glob_escape
 from pathlib import Path
 
 from . import settings
@@ -71,6 +75,27 @@ def _no_space(path: Path, e: BaseException) -> OSError:
                                  f"some space and save again", str(path))
 
 
+def _sweep(path: Path, suffix: str) -> None:
+    """Remove what saves of ``path`` by processes that no longer run left behind: a save killed by
+    SIGTERM or SIGKILL runs no cleanup, so its temporary file (or folder), ``.<name>.<pid>.*<suffix>``,
+    a full-size copy, stays. Another running process's save (its pid alive) is left alone."""
+    ours = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}{re.escape(suffix)}")  # tempfile's 8 letters
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*{suffix}"):
+        match = ours.fullmatch(stale.name)
+        if match is None or int(match.group(1)) == os.getpid():
+            continue
+        pid = match.group(1)
+        try:
+            os.kill(int(pid), 0)
+            continue                                    # alive (or another user's): not ours to remove
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):
+            shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+
+
 @contextlib.contextmanager
 def atomic_write(path, *, suffix: str = ".part"):
     """``with atomic_write(path) as f: f.write(...)``: ``f`` is a binary file in ``path``'s folder;
@@ -78,7 +103,8 @@ def atomic_write(path, *, suffix: str = ".part"):
     ``path`` is untouched. The folder must exist."""
     path = _destination(path)
     mode = _mode(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    _sweep(path, suffix)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             try:
@@ -227,7 +253,8 @@ def save_torch(obj, path, *, description: dict | None = None) -> Path:
     obj = _plain(obj)       # numpy scalars (a TrainConfig(lr=np.float64(...)), a record): weights_only refuses them
     text = None if description is None else json.dumps(_plain(description), sort_keys=True)
     mode = _mode(path)
-    folder = tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    _sweep(path, ".part")
+    folder = tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
     tmp = Path(folder) / path.name
     try:
         try:

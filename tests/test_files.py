@@ -3,7 +3,11 @@ non-finite tensors, check the archive's CRC-32s on load and replace several file
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -136,3 +140,38 @@ def test_a_flipped_bit_in_the_archives_directory_is_named_not_loaded(tmp_path, f
         files.load_torch(path)
     with pytest.raises(ValueError, match=str(path)):
         files.read_description(path)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_save_killed_by_a_signal_keeps_the_file_and_the_next_save_removes_its_leftover(tmp_path, sig):
+    """Issue 27, adversarial probe: SIGTERM (a scheduler's time limit, `kill`) or SIGKILL runs no
+    cleanup, so every killed save left a hidden full-size copy beside the file, forever. The
+    previous file stays whole; the next save removes what dead processes left (not a live one's)."""
+    path = files.save_torch({"w": torch.ones(4)}, tmp_path / "m.pt")
+    write = subprocess.Popen([sys.executable, "-c", f"""
+import torch
+from labkit import files
+big = {{"w": torch.randn(40_000_000)}}       # 160 MB: a save long enough to be killed midway
+print("saving", flush=True)
+while True:
+    files.save_torch(big, {str(path)!r})
+    files.write_bytes({str(path)!r} + ".txt", bytes(200_000_000))
+"""], stdout=subprocess.PIPE, text=True)
+    try:
+        assert write.stdout.readline() == "saving\n"
+        deadline = time.monotonic() + 60
+        while not any(p.name.endswith(".part") for p in tmp_path.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+    finally:
+        write.send_signal(sig)
+        write.wait(timeout=60)
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".part"))
+    assert left, "the save was not killed midway"
+    assert files.load_torch(path)["w"].shape in {(4,), (40_000_000,)}        # the previous file or the new one, whole
+    live = tmp_path / f".m.pt.{os.getpid()}.abcdefgh.part"      # this process's own: never removed
+    alive = tmp_path / f".m.pt.1.abcdefgh.part"                 # pid 1 runs: a save in progress elsewhere
+    live.mkdir(), alive.mkdir()
+    files.save_torch({"w": torch.zeros(2)}, path)
+    files.write_bytes(str(path) + ".txt", b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, live.name, "m.pt", "m.pt.txt"])
