@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import itertools
 import math
 import time
@@ -107,12 +108,15 @@ class TrainConfig:
     seed: int = 0                 # shuffling and augmentation; runs with other seeds measure the noise
 
     def __post_init__(self):
-        checks.integer("epochs", self.epochs, minimum=0)
-        checks.integer("batch_size", self.batch_size, minimum=1)
-        checks.integer("seed", self.seed, minimum=0, maximum=2**64 - 1)   # what torch's generators hold
-        checks.number("lr", self.lr, positive=True)
-        checks.number("momentum", self.momentum, minimum=0)
-        checks.number("weight_decay", self.weight_decay, minimum=0)
+        checked = {"epochs": checks.integer("epochs", self.epochs, minimum=0),
+                   "batch_size": checks.integer("batch_size", self.batch_size, minimum=1),
+                   "seed": checks.integer("seed", self.seed, minimum=0, maximum=2**64 - 1),  # what torch's generators hold
+                   "lr": checks.number("lr", self.lr, positive=True),
+                   "momentum": checks.number("momentum", self.momentum, minimum=0),
+                   "weight_decay": checks.number("weight_decay", self.weight_decay, minimum=0)}
+        for name, value in checked.items():     # np.int64(0) -> 0: torch.Generator refuses numpy integers
+            if type(getattr(self, name)) not in (int, float):
+                object.__setattr__(self, name, value)
         for name in ("lr", "momentum", "weight_decay"):      # finite, yet no float32 holds it: the weights become inf
             if getattr(self, name) > _FLOAT32_MAX:
                 raise ValueError(f"{name} must be at most {_FLOAT32_MAX:.4g} (the largest float32, the weights' "
@@ -467,7 +471,12 @@ def _check_folders(checkpoint: Path | None, callbacks) -> None:
     for what, path in paths:
         if path.is_dir():
             raise IsADirectoryError(f"{what} {path} is a folder; name a file to write; nothing was trained")
-        if not path.resolve().parent.is_dir():
+        try:
+            folder = path.resolve().parent
+        except (RuntimeError, OSError) as e:      # a symbolic link that points back to itself: pathlib's message
+            raise OSError(errno.ELOOP, f"{what} {path} cannot be written: {e} (a symbolic link that points back to "
+                                       f"itself); remove it or name another file; nothing was trained") from e
+        if not folder.is_dir():
             raise FileNotFoundError(f"{what} {path}: its folder {path.parent} does not exist; create it first "
                                     f"(e.g. Path({str(path.parent)!r}).mkdir(parents=True)); nothing was trained")
 

@@ -810,7 +810,22 @@ def test_a_run_configured_with_numpy_numbers_resumes_from_its_checkpoint(tmp_pat
     np.linspace), which the checkpoint stored as they were; torch.load(weights_only=True) refuses
     numpy scalars, so the run could never be resumed from the file it wrote every epoch."""
     ckpt = tmp_path / "run.ckpt"
-    numpy_config = dict(CONFIG, lr=np.float64(CONFIG["lr"]), batch_size=np.int64(CONFIG["batch_size"]))
+    numpy_config = dict(CONFIG, lr=np.float64(CONFIG["lr"]), batch_size=np.int64(CONFIG["batch_size"]),
+                        seed=np.uint64(0))   # torch.Generator raised its own "an integer is required"
     first = train(toy_net(), toy_tuned(), epochs=1, checkpoint=ckpt, progress=False, **numpy_config)
     h = train(toy_net(seed=5), toy_tuned(), epochs=2, checkpoint=ckpt, resume=True, progress=False, **numpy_config)
     assert h.column("epoch") == [1, 2] and h.records[0]["loss"] == first.records[0]["loss"]
+
+
+
+def test_a_symbolic_link_loop_as_save_best_or_checkpoint_is_named_before_the_first_step(tmp_path):
+    """Issue 27, adversarial probe: the folder check raised pathlib's own RuntimeError "Symlink
+    loop from ..."."""
+    loop = tmp_path / "loop.pt"
+    loop.symlink_to(loop)
+    net = toy_net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    for kwargs in (dict(callbacks=[SaveBest(loop)]), dict(checkpoint=loop), dict(checkpoint=loop, resume=True)):
+        with pytest.raises(OSError, match=rf"{loop} cannot be written.*points back to itself.*nothing was trained"):
+            train(net, toy_tuned(), epochs=1, progress=False, **kwargs, **CONFIG)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
