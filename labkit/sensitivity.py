@@ -261,6 +261,9 @@ def predicted_drop(scan: Scan, counts: dict) -> float:
     curves = _drop_curves(scan)
     if set(counts) != set(curves):
         raise ValueError(f"counts must name the scan's layers, {sorted(curves)}; got {sorted(counts)}")
+    for name in curves:      # NaN, negative or more than the layer holds: np.interp would clamp it without a word
+        checks.integer(f"predicted_drop: counts[{name!r}] (weights pruned in the layer)", counts[name], minimum=0,
+                       maximum=int(scan.sizes[name]))
     return float(sum(np.interp(counts[name] / scan.sizes[name], s, d) for name, (s, d) in curves.items()))
 
 

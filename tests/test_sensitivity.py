@@ -323,3 +323,15 @@ def test_no_layer_is_pruned_past_the_largest_scanned_sparsity():
 def test_bits_allocation_refuses_non_finite_drops_and_bad_sizes(drops, sizes, match):
     with pytest.raises(ValueError, match=match):
         allocate_bits(drops, sizes, 100)
+
+
+def test_predicted_drop_refuses_counts_a_layer_cannot_hold():
+    """Issue 27, adversarial probe: predicted_drop returned nan for a NaN count, and for a negative
+    count or more weights than the layer holds the drop of the scan's end (np.interp clamps), without a word."""
+    scan = Scan(kind="sparsity", points=(0.3, 0.5, 0.9), accuracy={"a": [0.9, 0.85, 0.5], "b": [0.9, 0.89, 0.8]},
+                base=0.9, sizes={"a": 100, "b": 1000}, images=1000)
+    assert sensitivity.predicted_drop(scan, {"a": np.int64(30), "b": 470}) == pytest.approx(
+        sensitivity.predicted_drop(scan, {"a": 30, "b": 470}))
+    for bad in (float("nan"), -50, 10**6, 30.5, True):
+        with pytest.raises(ValueError, match=r"predicted_drop: counts\['a'\].*must be an int in 0..100"):
+            sensitivity.predicted_drop(scan, {"a": bad, "b": 470})
