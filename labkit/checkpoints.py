@@ -75,6 +75,9 @@ def load(source, net: nn.Module | None = None) -> nn.Module:
     channel-pruned one loads too). Raises ValueError, with ``net`` unchanged, when the checkpoint
     does not fit (every mismatch listed).
     """
+    if net is not None and not isinstance(net, nn.Module):
+        raise ValueError(f"checkpoints.load restores into a model (an nn.Module) or None (a fresh ResNet-20), "
+                         f"got {type(net).__name__}")
     state = _read(source)
     if net is None:
         net = _fresh(state)
@@ -196,6 +199,10 @@ def load_saved(sources: Mapping, *, data: data_.CIFAR10 | None = None) -> dict[s
     ``labkit.data.fingerprint(data)``. A file written without a description (an older labkit) is
     checked by its name only.
     """
+    if not isinstance(sources, Mapping) or not all(isinstance(v, (tuple, list)) and len(v) == 2 and isinstance(v[0], (str, Path))
+                                                   for v in sources.values()):
+        raise ValueError(f"load_saved takes {{label: (path, what saves it)}}, e.g. {{'(d) 4 bits': "
+                         f"('checkpoints/full/lab3_d_4bit.pt', 'Lab 3 (d)')}}; got {sources!r}"[:400])
     missing = [f"{label}: {Path(path)} (saved by {how})" for label, (path, how) in sources.items()
                if not Path(path).is_file()]
     if missing:

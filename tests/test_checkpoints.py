@@ -297,3 +297,14 @@ def test_load_saved_refuses_a_file_of_another_profile_edition_or_data(tmp_path, 
     monkeypatch.setenv("LABKIT_COURSE", "2024")
     with pytest.raises(ValueError, match=r"edition course.*expected edition 2024"):
         checkpoints.load_saved(sources)
+
+
+def test_wrong_arguments_to_load_and_load_saved_are_named(tmp_path):
+    """Issue 27, adversarial probe: Python's own AttributeError ('str' object has no attribute
+    'named_modules') and unpacking errors ('too many values to unpack') instead of what to pass."""
+    path = checkpoints.save(pruned_quantized(), tmp_path / "m.pt")
+    with pytest.raises(ValueError, match="restores into a model .* got str"):
+        checkpoints.load(path, "resnet20")
+    for sources in ([path], {"a": str(path)}, {"a": (path,)}, {"a": (path, "Lab 3", 1)}):
+        with pytest.raises(ValueError, match=r"load_saved takes \{label: \(path, what saves it\)\}"):
+            checkpoints.load_saved(sources)
