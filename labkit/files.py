@@ -69,6 +69,18 @@ def _mode(path: Path) -> int:
         return 0o666 & ~umask
 
 
+@contextlib.contextmanager
+def _writable(path: Path):
+    """Creating the temporary file beside ``path``: a folder the user may not write is named as such,
+    not by the hidden temporary name the system refused."""
+    try:
+        yield
+    except PermissionError as e:
+        raise PermissionError(e.errno, f"cannot write {path}: its folder {path.parent} is not writable (permission "
+                                       f"denied); nothing was written. Save elsewhere, or ask for write access",
+                              str(path)) from e
+
+
 def _no_space(path: Path, e: BaseException) -> OSError:
     return OSError(errno.ENOSPC, f"no space left to write {path} (the disk is full, or a file-size limit or "
                                  f"quota was reached: {e}); the previous file, if any, is unchanged. Free "
@@ -104,7 +116,8 @@ def atomic_write(path, *, suffix: str = ".part"):
     path = _destination(path)
     mode = _mode(path)
     _sweep(path, suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
+    with _writable(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             try:
@@ -254,7 +267,8 @@ def save_torch(obj, path, *, description: dict | None = None) -> Path:
     text = None if description is None else json.dumps(_plain(description), sort_keys=True)
     mode = _mode(path)
     _sweep(path, ".part")
-    folder = tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
+    with _writable(path):
+        folder = tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".part", dir=path.parent)
     tmp = Path(folder) / path.name
     try:
         try:

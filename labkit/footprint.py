@@ -103,7 +103,12 @@ def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[st
         raise NotADirectoryError(e.errno, f"footprint.stages writes into the folder {folder}, but {e.filename} is "
                                           f"not a folder (a file, or a symbolic link to nothing); name a folder",
                                  str(folder)) from e
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".part", dir=folder))
+    except PermissionError as e:                          # not the hidden staging name the system refused
+        raise PermissionError(e.errno, f"footprint.stages cannot write {folder / name}.pt and .lkc: the folder "
+                                       f"{folder} is not writable (permission denied); nothing was written",
+                              str(folder)) from e
     try:
         out = {"torch.save": torch_save_parts(net, staging / f"{name}.pt")}
         out["CSR"] = _report_parts(compress.size_report(baked(net), index_bits=index_bits, huffman=False))

@@ -53,6 +53,7 @@ import dataclasses
 import errno
 import itertools
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -479,6 +480,9 @@ def _check_folders(checkpoint: Path | None, callbacks) -> None:
         if not folder.is_dir():
             raise FileNotFoundError(f"{what} {path}: its folder {path.parent} does not exist; create it first "
                                     f"(e.g. Path({str(path.parent)!r}).mkdir(parents=True)); nothing was trained")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, f"{what} {path}: its folder {folder} is not writable (permission denied); "
+                                                f"save elsewhere; nothing was trained", str(path))
 
 
 def _sizes(data: CIFAR10) -> dict:

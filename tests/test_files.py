@@ -175,3 +175,28 @@ while True:
     files.save_torch({"w": torch.zeros(2)}, path)
     files.write_bytes(str(path) + ".txt", b"x")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([alive.name, live.name, "m.pt", "m.pt.txt"])
+
+
+def test_a_folder_that_cannot_be_written_is_named_not_the_hidden_temporary_file():
+    """Issue 27, adversarial probe: a read-only folder raised PermissionError naming the hidden
+    temporary file the system refused ('.m.pt.123.x1y2z3.part'), not the file or its folder. A real
+    permission: a 0555 folder, written as an unprivileged user (uid 65534 when the tests run as root)."""
+    folder = Path(tempfile.mkdtemp())
+    try:
+        (folder / "m.pt").write_bytes(b"old")
+        os.chmod(folder / "m.pt", 0o666)
+        os.chmod(folder, 0o555)
+        drop = "import os\nos.setgid(65534)\nos.setuid(65534)\n" if os.geteuid() == 0 else ""   # root writes anywhere
+        code = ("import torch\nfrom labkit import files\n" + drop +
+                f"for write in (lambda p: files.write_bytes(p, b'x'), lambda p: files.save_torch({{'w': torch.ones(1)}}, p)):\n"
+                f"    try:\n        write({str(folder / 'm.pt')!r})\n    except PermissionError as e:\n        print(e)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).parent.parent)
+        lines = done.stdout.splitlines()
+        assert len(lines) == 2, done.stdout + done.stderr
+        for line in lines:
+            assert f"cannot write {folder / 'm.pt'}: its folder {folder} is not writable" in line and ".part" not in line
+        assert (folder / "m.pt").read_bytes() == b"old" and [p.name for p in folder.iterdir()] == ["m.pt"]
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)

@@ -221,3 +221,24 @@ def test_a_file_or_a_dangling_link_named_as_the_folder_is_named(tmp_path):
                                                      r"not a folder"):
             footprint.stages(net, folder, "m")
     assert a_file.read_bytes() == b"keep" and sorted(p.name for p in tmp_path.iterdir()) == ["d", "f"]
+
+
+def test_a_folder_that_cannot_be_written_is_named():
+    """Issue 27, adversarial probe: PermissionError named the hidden staging folder. A real 0555
+    folder, written as an unprivileged user (uid 65534 when the tests run as root)."""
+    import shutil, subprocess, sys, tempfile
+    from pathlib import Path
+    folder = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(folder, 0o555)
+        drop = "import os\nos.setgid(65534)\nos.setuid(65534)\n" if os.geteuid() == 0 else ""
+        code = ("from labkit import footprint, models\n" + drop + f"try:\n    footprint.stages(models.resnet20(), "
+                f"{str(folder)!r}, 'm')\nexcept PermissionError as e:\n    print(e)\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).parent.parent)
+        assert f"cannot write {folder}/m.pt and .lkc: the folder {folder} is not writable" in done.stdout, \
+            done.stdout + done.stderr
+        assert ".part" not in done.stdout and list(folder.iterdir()) == []
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)

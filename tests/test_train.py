@@ -829,3 +829,31 @@ def test_a_symbolic_link_loop_as_save_best_or_checkpoint_is_named_before_the_fir
         with pytest.raises(OSError, match=rf"{loop} cannot be written.*points back to itself.*nothing was trained"):
             train(net, toy_tuned(), epochs=1, progress=False, **kwargs, **CONFIG)
     assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+
+def test_a_folder_that_cannot_be_written_is_named_before_the_first_step():
+    """Issue 27, adversarial probe: a read-only folder for SaveBest or checkpoint= failed after a whole
+    epoch, naming a hidden temporary file. A real 0555 folder, as an unprivileged user (uid 65534 when
+    the tests run as root)."""
+    import os, shutil, subprocess, sys, tempfile
+    from pathlib import Path
+    folder = Path(tempfile.mkdtemp())
+    try:
+        os.chmod(folder, 0o555)
+        tests = Path(__file__).parent
+        drop = "import os\nos.setgid(65534)\nos.setuid(65534)\n" if os.geteuid() == 0 else ""
+        code = (f"import sys\nsys.path.insert(0, {str(tests)!r})\nfrom test_train import *\n" + drop +
+                f"for kw in (dict(checkpoint={str(folder / 'run.ckpt')!r}), dict(callbacks=[SaveBest({str(folder / 'b.pt')!r})])):\n"
+                f"    net = toy_net(); before = [p.clone() for p in net.parameters()]\n"
+                f"    try:\n        train(net, toy_tuned(), epochs=1, progress=False, **kw, **CONFIG)\n"
+                f"    except PermissionError as e:\n"
+                f"        print(e, all(torch.equal(a, b) for a, b in zip(before, net.parameters())))\n")
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tests.parent)
+        lines = done.stdout.splitlines()
+        assert len(lines) == 2, done.stdout + done.stderr
+        for line in lines:
+            assert f"its folder {folder} is not writable" in line and "nothing was trained" in line, line
+            assert line.endswith(" True") and ".part" not in line, line      # the model untouched
+    finally:
+        os.chmod(folder, 0o755)
+        shutil.rmtree(folder)
