@@ -97,6 +97,11 @@ def stages(net: nn.Module, folder, name: str, *, index_bits: int = 4) -> dict[st
     replaced together (`labkit.files.replace_together`): when anything fails, both previous files
     are left as they were."""
     folder = Path(folder)
+    bad = files.non_finite(net.state_dict())
+    if bad:                     # refused here, naming the files, not the hidden staging folder save_torch would name
+        raise ValueError(f"not saving {folder / name}.pt and .lkc: these tensors hold inf or NaN, and a saved model must "
+                         f"be finite (the training diverged, or a value overflowed): {bad[:10]}"
+                         f"{f' and {len(bad) - 10} more' if len(bad) > 10 else ''}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError) as e:   # a file, or a link to nothing, where a folder is named

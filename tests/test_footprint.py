@@ -242,3 +242,16 @@ def test_a_folder_that_cannot_be_written_is_named():
     finally:
         os.chmod(folder, 0o755)
         shutil.rmtree(folder)
+
+
+def test_a_non_finite_model_is_refused_naming_the_files_not_the_staging_folder(tmp_path):
+    """Issue 27, adversarial probe: the refusal named '<folder>/.m.x1y2z3.part/m.pt'."""
+    footprint.stages(_net(q=0.5), tmp_path, "m")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    net = _net(q=0.5)
+    with torch.no_grad():
+        net.fc.bias[0] = float("inf")
+    with pytest.raises(ValueError, match=rf"not saving {tmp_path / 'm'}\.pt and \.lkc: .*inf or NaN.*fc\.bias") as err:
+        footprint.stages(net, tmp_path, "m")
+    assert ".part" not in str(err.value)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
