@@ -231,9 +231,12 @@ def _plain(obj):
         if all(plain[k] is obj[k] for k in obj):
             return obj
         try:
-            return type(obj)(plain)
+            copy = type(obj)(plain)
         except TypeError:
             return plain
+        if hasattr(obj, "_metadata"):              # a state dict's module versions, which load_state_dict reads
+            copy._metadata = obj._metadata
+        return copy
     if isinstance(obj, (list, tuple)) and not hasattr(obj, "_fields"):
         items = [_plain(v) for v in obj]
         return obj if all(a is b for a, b in zip(items, obj)) else type(obj)(items)

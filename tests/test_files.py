@@ -122,6 +122,10 @@ def test_what_save_torch_writes_loads_back_numpy_numbers_included(tmp_path):
     assert loaded["config"] == {"lr": 0.1, "seed": 3, "augment": True} and type(loaded["config"]["lr"]) is float
     assert loaded["records"] == [{"sparsity": 0.5}] and loaded["pair"] == (1, "a")
     assert files.read_description(tmp_path / "s.pt") == {"acc": 0.5}
+    state = torch.nn.BatchNorm2d(2).state_dict()           # a state dict keeps its _metadata (module versions)
+    state["numpy"] = np.int64(1)
+    assert files.load_torch(files.save_torch(state, tmp_path / "b.pt"))._metadata == state._metadata
+    (tmp_path / "b.pt").unlink()
     with pytest.raises(ValueError, match=rf"not saving {tmp_path / 'x.pt'}: it would not load back.*PosixPath"):
         files.save_torch({"where": tmp_path, "w": torch.ones(2)}, tmp_path / "x.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]
