@@ -103,11 +103,12 @@ def command(job: Path, argv: list[str], limits: Limits = Limits(), lib: Path | N
     else:
         users = ["--unshare-all", "--uid", str(UID), "--gid", str(UID)]
         drop = []
+    # the private /tmp and home first: a Python that lives under /tmp (a checkout there) is bound over them
     return [bwrap, *users, "--die-with-parent", "--new-session", "--hostname", "sandbox",
-            *_binds(),
             "--proc", "/proc", "--dev", "/dev",
             "--perms", "1777", "--size", str(limits.disk), "--tmpfs", "/tmp",
             "--perms", "1777", "--size", str(limits.disk), "--tmpfs", HOME,
+            *_binds(),
             "--ro-bind", str(Path(job).resolve()), JOB,
             *(["--ro-bind", str(Path(lib).resolve()), f"{JOB}/lib"] if lib else []),
             "--chdir", HOME, "--clearenv",
