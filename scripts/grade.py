@@ -10,9 +10,10 @@ Student code is untrusted, and this process never imports or runs it. Each submi
 a sandbox of its own (scripts/sandbox.py: bubblewrap; no network, its own PID namespace, a read-only
 system, an empty private home, an unprivileged user, limits on memory, CPU time, processes and file
 size) that sees only a job folder: the lab's import cell, this student's exercise cells, and a copy
-of labkit in which every graded reference raises "labkit's <name> is not available while grading
-<part>". Inside, each exercise runs in a process of its own (scripts/sandbox_runner.py): the cells it
-needs (its own, and the student's cells that define what it uses), then
+of labkit in which the lab's references, what they are built from and the exercises' wrong versions
+raise "labkit's <name> is not available while grading <part>". Inside, each exercise runs in a
+process of its own (scripts/sandbox_runner.py): the cells it needs (its own, and the student's cells
+that define the global names it reads), then
 ``labkit.exercises.observe`` calls the student's function on the check's visible and hidden inputs
 and returns plain data (arrays, dtypes, whether an input changed, an exception's type and message).
 Here, ``labkit.exercises.judge`` compares those data with labkit's reference on the same inputs and
@@ -25,8 +26,9 @@ Where no sandbox can be had (no bubblewrap, not Linux) the grader refuses, sayin
 instructor passes ``--trust-submissions`` (the same processes and judge, without the isolation).
 
 The ten concepts (student/concepts.ipynb) are a submission like a lab, of answer cells only.
-Written answers (markdown answer cells) are not scored here: they are listed, with each student's
-text quoted, in ``<out>.answers.md`` for the instructor to grade by hand. The points live in the
+Written answers (markdown answer cells, and code answer cells without a check) are not scored here:
+they are listed, with each student's text quoted, in ``<out>.answers.md`` for the instructor to grade
+by hand, with the message of every check that lost points. The points live in the
 solved notebooks' cell metadata (``nbgrader.points``); change them there. Both files are written
 once, at the end, atomically; the CSV is safe to open in a spreadsheet (OWASP's CSV-injection rule).
 
