@@ -680,7 +680,7 @@ def main(argv=None) -> int:
               + "".join(f"\n    {part_of(c)} {printable(e)}" for c, e in g.errors.items()))
     print(f"{len(graded)} submissions graded in {time.monotonic() - start:.1f} s, {args.jobs} at a time"
           f"{' in sandboxes' if not args.trust_submissions else ' WITHOUT a sandbox (--trust-submissions)'}: "
-          f"{args.out} (points per part), {answers} (written answers to grade by hand)")
+          f"{args.out} (points per part), {answers} (written answers to grade by hand, and why checks lost points)")
     return 0
 
 
