@@ -133,8 +133,26 @@ def _side(name, value, images) -> Side:
     return Side(name, mean, std ** 2 / len(values), len(values) - 1, f"{pm(values)} ({len(values)} seeds)")
 
 
+class _Verdict:
+    """What a comparison of two sides ``a``, ``b`` with a difference ``diff``, its standard error ``se``
+    and a 95 % ``margin`` says (shared by `Comparison` and `SeedComparison`)."""
+
+    @property
+    def noise_known(self) -> bool:
+        return self.se > 0
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.noise_known and abs(self.diff) > self.margin
+
+    @property
+    def higher(self) -> str | None:
+        """The name of the higher side, None when they are equal."""
+        return None if self.diff == 0 else (self.a.name if self.diff > 0 else self.b.name)
+
+
 @dataclass(frozen=True)
-class Comparison:
+class Comparison(_Verdict):
     """Which of two accuracies is higher, by how much, and whether that is beyond the noise.
 
     ``diff`` = a - b; ``se`` its standard error, the root of the sum of both sides' squared
@@ -150,19 +168,6 @@ class Comparison:
     se: float
     df: float
     margin: float
-
-    @property
-    def noise_known(self) -> bool:
-        return self.se > 0
-
-    @property
-    def beyond_noise(self) -> bool:
-        return self.noise_known and abs(self.diff) > self.margin
-
-    @property
-    def higher(self) -> str | None:
-        """The name of the higher side, None when they are equal."""
-        return None if self.diff == 0 else (self.a.name if self.diff > 0 else self.b.name)
 
     def test(self) -> str:
         """Which test the margin comes from, in words."""
@@ -335,7 +340,7 @@ def mcnemar(a_name: str, a_correct, b_name: str, b_correct) -> Paired:
 
 
 @dataclass(frozen=True)
-class SeedComparison:
+class SeedComparison(_Verdict):
     """Two methods, several seeds each, compared on the same ``images`` test images, counting both
     sources of noise (Bouthillier et al. 2021): the seeds (another seed trains another model) and
     the test images (another draw of test images from the same population scores differently).
@@ -371,19 +376,6 @@ class SeedComparison:
     @property
     def high(self) -> float:
         return self.diff + self.margin
-
-    @property
-    def noise_known(self) -> bool:
-        return self.se > 0
-
-    @property
-    def beyond_noise(self) -> bool:
-        return self.noise_known and abs(self.diff) > self.margin
-
-    @property
-    def higher(self) -> str | None:
-        """The name of the higher side, None when they are equal."""
-        return None if self.diff == 0 else (self.a.name if self.diff > 0 else self.b.name)
 
     def test(self) -> str:
         """Which noise the margin counts and its test, in words."""
