@@ -68,3 +68,14 @@ def book_html(tmp_path_factory) -> Path:
 def handout_html(tmp_path_factory) -> Path:
     """The handout site (``make book SITE=handout``), built once per session."""
     return _build_book(tmp_path_factory, "handout")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Torch on one thread for a module of tests on tiny tensors: faster, and far faster on a busy
+    machine (no threads waiting on each other); the previous count restored after."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

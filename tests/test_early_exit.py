@@ -12,13 +12,7 @@ from labkit.data import Split
 from labkit.models import ResNet
 from labkit.train import evaluate
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and far faster on a busy machine (no threads waiting on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny tensors (conftest.py)
 
 
 # Three exits (two internal, the final), four images, three classes. Confidences (max prob):

@@ -3,7 +3,6 @@ sandbox: which cells a part runs, the copy of labkit without its references, rea
 answers, refusing to grade without a sandbox, and the grades files' escaping."""
 import ast
 import csv
-import importlib.util
 import io
 import json
 import subprocess
@@ -12,16 +11,14 @@ from pathlib import Path
 
 import pytest
 
+import course_scripts
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def grade():
-    spec = importlib.util.spec_from_file_location("grade", REPO / "scripts" / "grade.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["grade"] = module
-    spec.loader.exec_module(module)
-    return module
+    return course_scripts.load("grade")
 
 
 def test_a_part_runs_its_cell_and_the_cells_that_define_what_it_uses(grade):

@@ -19,6 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import course_scripts
+
 REPO = Path(__file__).resolve().parents[1]
 LAB1 = REPO / "labs" / "lab1_sparse_optimization.ipynb"
 LAB2 = REPO / "labs" / "lab2_pruning.ipynb"
@@ -26,29 +28,14 @@ MARK = "labkit-hostile-marker"
 WRONG = "    return X.T @ (X @ W - y)\n"      # Lab 1 (b) with its factor 2 missing: a wrong gradient
 
 
-def _sandbox():
-    sys.path.insert(0, str(REPO / "scripts"))
-    import sandbox
-    return sandbox
-
-
-def _grade():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("grade", REPO / "scripts" / "grade.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["grade"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def grade():
-    reason = _sandbox().why_unavailable()
+    reason = course_scripts.load("sandbox").why_unavailable()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"no sandbox in CI: {reason} (.ci/run installs bubblewrap)")
         pytest.skip(f"no sandbox here: {reason}")
-    return _grade()
+    return course_scripts.load("grade")
 
 
 def _cell(nb, grade_id):
@@ -110,8 +97,6 @@ def graded(grade, tmp_path_factory):
     listener = threading.Thread(target=accept, daemon=True)
     listener.start()
 
-    solved_src = LAB1.read_text()
-    right = "    return 2.0 * X.T @ (X @ W - y)\n"
     notebooks = {
         "honest_solved.ipynb": _lab1(),
         "honest_blank.ipynb": nbformat.read(REPO / "student" / LAB1.name, as_version=4),
@@ -143,9 +128,8 @@ def graded(grade, tmp_path_factory):
             "gradient = _ns['gradient']\n"),
         # the solved notebooks and hidden tests: right only if the solutions can be read
         "steal_solutions.ipynb": _lab1("lab1_b_solution", _gradient(
-            f"import glob, json\n_src = [p for p in glob.glob('/**/lab1_sparse_optimization.ipynb', recursive=True)]\n"
-            f"_ok = any('2.0 * X.T' in open(p).read() for p in _src)",
-            then=f"    return (2.0 if _ok else 1.0) * X.T @ (X @ W - y)\n")),
+            "import glob, json\n_src = [p for p in glob.glob('/**/lab1_sparse_optimization.ipynb', recursive=True)]\n"
+            "_ok = any('2.0 * X.T' in open(p).read() for p in _src)", then=RIGHT_IF_OK)),
         # the grader's pipes and memory: forged answers on stdout, the runner's descriptors
         "forge_pipes.ipynb": _lab1("lab1_b_solution", _gradient(
             "import os, json\nfor _fd in range(1, 64):\n    try:\n        os.write(_fd, b'{\"id\": \"lab1_b_check\", \"status\": \"ok\", \"message\": \"\", \"sizes\": []}\\n')\n    except OSError:\n        pass\n"
@@ -166,7 +150,7 @@ def graded(grade, tmp_path_factory):
         # network: right only if a server on 127.0.0.1 answers
         "network.ipynb": _lab1("lab1_b_solution", _gradient(
             f"import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=2)\n    _ok = True\nexcept OSError:\n    _ok = False",
-            then="    return (2.0 if _ok else 1.0) * X.T @ (X @ W - y)\n")),
+            then=RIGHT_IF_OK)),
         # processes that would outlive grading
         "orphans.ipynb": _lab1("lab1_b_solution", _gradient(
             f"import subprocess, os\nsubprocess.Popen(['sleep', '300', '{MARK}'], start_new_session=True)\n"

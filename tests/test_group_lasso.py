@@ -15,13 +15,7 @@ from labkit.models import ResNet
 from labkit.train import TrainConfig, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is faster, and far faster on a busy machine (no threads waiting on each other)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # tiny tensors (conftest.py)
 
 
 def _tiny(seed=0, inner=(3, 2, 2)) -> ResNet:

@@ -2,8 +2,6 @@
 line of any solution and are what the generator writes; the solved notebooks score full marks, the
 blank handouts zero on every exercise, and a planted mistake costs its part's points and only those;
 a student's code is what the self-checks call."""
-import importlib.util
-import json
 import os
 import re
 import sys
@@ -12,26 +10,20 @@ from pathlib import Path
 import nbformat
 import pytest
 
+import course_scripts
+
 REPO = Path(__file__).resolve().parents[1]
 LABS = sorted((REPO / "labs").glob("lab*.ipynb"))
 
 
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def ms():
-    return _script("make_student")
+    return course_scripts.load("make_student")
 
 
 @pytest.fixture(scope="module")
 def grade():
-    return _script("grade")
+    return course_scripts.load("grade")
 
 
 def _meta(cell):
