@@ -31,6 +31,9 @@ def test_a_part_runs_its_cell_and_the_cells_that_define_what_it_uses(grade):
     assert grade.needed(cells, 2) == [2]                 # (b)'s exit and (e)'s hang cost (d) nothing
     assert grade.needed(cells, 4) == [2, 4]              # magics parse; sub from (d)
     assert grade.needed([("x", "def f(:\n")], 0) == [0]  # a syntax error: the cell alone
+    chain = [("g", "def top(v):\n    return outer(v)\n"), ("h", "def outer(v):\n    return inner(v)\n"),
+             ("i", "def inner(v):\n    return v\n"), ("j", "def other(v):\n    return v\n")]
+    assert grade.needed(chain, 0) == [0, 1, 2]           # what it uses, and what that uses in turn
 
 
 def test_the_labkit_copy_has_no_reference_left_and_every_stub_names_its_part(grade, tmp_path):
