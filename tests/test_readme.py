@@ -48,3 +48,15 @@ def test_the_readmes_benchmark_figures_are_those_of_the_stored_runs():
     assert len(vnni_256) == len(vnni_own) == len(avx2_256) == len(avx2_own) == 2        # 1 and 2 threads
     assert all(3.75 <= r < 4.25 for r in vnni_256) and all(1.75 <= r < 2.25 for r in vnni_own)
     assert all(r < 3 for r in avx2_256) and all(1.25 <= r < 1.75 for r in avx2_own)   # "short of 3x"
+
+
+def test_the_readmes_grading_benchmark_figures_are_those_of_the_stored_run():
+    """The grading benchmark's seconds in the README are the stored run's (benchmarks/results/grade-cpu-2cores.txt)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    stored = (ROOT / "benchmarks" / "results" / "grade-cpu-2cores.txt").read_text(encoding="utf-8")
+    text = _section(readme, "`benchmarks/bench_grade.py` grades", "importing torch and labkit")
+    sandboxed, trusted = re.search(r"(\d+) s in sandboxes, (\d+) s for the same grading without them", text).groups()
+    inside = float(re.search(r"each in its own sandbox in ([\d.]+) s", stored).group(1))
+    outside = float(re.search(r"without a sandbox in ([\d.]+) s", stored).group(1))
+    assert (int(sandboxed), int(trusted)) == (round(inside), round(outside))
+    assert inside < 600                                    # the goal the README states
