@@ -42,6 +42,7 @@ Layer 5:
 Layer 6:
     footprint      Lab 4 (a): bytes on disk per compression stage
     sensitivity    Lab 2 (f), Lab 3 (g): one-layer-at-a-time scans, sparsity and bits per layer
+    handover       the models one lab hands to the next, published from the reference run, and the fallback
 
 Naming: a table of one result is its ``.table()`` method (``History.table``, ``Sparsity.table``);
 a table comparing several is the module's ``<what>_table(...)`` function.
@@ -55,5 +56,5 @@ LAYERS = (
     ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
     ("checkpoints", "compress", "report", "exercises", "inference", "group_lasso", "early_exit"),
-    ("footprint", "sensitivity"),
+    ("footprint", "sensitivity", "handover"),
 )

@@ -13,6 +13,7 @@ it is given as ``profile=``.
 """
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import json
 import math
@@ -26,7 +27,7 @@ from .files import write_bytes
 from .stats import pm
 from .tables import table
 
-__all__ = ["Clock", "run_header", "run_footer", "seeds_table", "results_path", "Results"]
+__all__ = ["Clock", "run_header", "run_footer", "seeds_table", "results_path", "Results", "load_correct"]
 
 
 class Clock:
@@ -149,6 +150,7 @@ class Results:
         self.clock = Clock() if clock is None else clock
         results_path(lab, self.profile, edition=edition)    # checks the edition's name
         self.lab, self.title, self.entries, self.edition = lab, title, [], edition
+        self.correct = {}
         self.run = {"date": _now(), "profile": self.profile.name, "edition": edition,
                     "device": device_name(device), "torch": torch.__version__}
         if data is not None:
@@ -169,6 +171,21 @@ class Results:
         std = None if std is None or math.isnan(float(std)) else float(std)
         self.entries.append({"key": key, "part": part, "label": label or key, "value": value,
                              "std": std, "n": int(n), "unit": unit})
+
+    def add_correct(self, key: str, correct) -> None:
+        """Which reported images a result got right, for a later lab's paired comparison (Lab 3 (e)
+        against Lab 2 (e)): bool of shape (images,) for one model or (seeds, images), saved packed
+        under ``correct`` in the file; :func:`load_correct` reads it back."""
+        import numpy as np
+
+        if key in self.correct:
+            raise ValueError(f"Results.add_correct: key {key!r} was added already")
+        arr = np.atleast_2d(np.asarray(correct))
+        if arr.dtype != bool or arr.ndim != 2 or arr.size == 0:
+            raise ValueError(f"Results.add_correct: per-image correctness is bool of shape (images,) or (seeds, "
+                             f"images), got dtype {arr.dtype}, shape {np.shape(correct)}")
+        self.correct[key] = {"shape": list(arr.shape),
+                             "packed": base64.b64encode(np.packbits(arr, axis=None).tobytes()).decode("ascii")}
 
     def path(self, folder=None) -> Path:
         """Where :meth:`save` writes: :func:`results_path` of this lab and profile."""
@@ -193,4 +210,34 @@ class Results:
         path.parent.mkdir(parents=True, exist_ok=True)
         run = dict(self.run, minutes=round(self.clock.seconds / 60, 1))
         doc = {"lab": self.lab, "title": self.title or self.lab, "run": run, "entries": self.entries}
+        if self.correct:
+            doc["correct"] = self.correct
         return write_bytes(path, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+
+
+def load_correct(lab: str, key: str, profile: settings.Profile, *, edition: str = "course", folder=None,
+                 reference: bool = True):
+    """The per-image correctness a lab saved with :meth:`Results.add_correct`: bool (seeds, images),
+    and the run it came from (``(array, run)``). Reads this run's results file (:func:`results_path`)
+    and, when ``reference`` and that file is missing, the reference run's. FileNotFoundError names
+    the lab to run; ValueError for a file without that key or damaged."""
+    import numpy as np
+
+    paths = [results_path(lab, profile, folder, edition)]
+    if reference:
+        paths.append(results_path(lab, settings.PROFILES["full"], folder, edition))
+    path = next((p for p in paths if p.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(f"no results of {lab} at {' or '.join(map(str, paths))}: run {lab} first")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        item = doc["correct"][key]
+        shape = tuple(int(n) for n in item["shape"])
+        bits = np.unpackbits(np.frombuffer(base64.b64decode(item["packed"], validate=True), dtype=np.uint8))
+        if len(shape) != 2 or bits.size < shape[0] * shape[1] or bits.size >= shape[0] * shape[1] + 8:
+            raise ValueError(f"shape {shape} does not fit {bits.size} bits")
+    except KeyError as e:
+        raise ValueError(f"{path} holds no per-image correctness {key!r} ({e}); run {lab} again with this labkit") from e
+    except (OSError, ValueError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); run {lab} again, or restore it from the repository") from e
+    return bits[:shape[0] * shape[1]].reshape(shape).astype(bool), doc.get("run", {})

@@ -8,7 +8,10 @@ images a result is reported on.
 
 Sparsity (`allocate_sparsity`), the least summed drop: a layer's drop d(s) = base - accuracy at
 sparsity s, made non-decreasing in s (a later point never counts as less harmful than an earlier
-one) and linear between the scanned points, with d(0) = 0. The allocation minimises the sum of the
+one) and linear between the scanned points, with d(0) = 0. A scanned point within the noise of the
+unchanged model (``noise``, default one binomial standard error of its accuracy on the scan's
+images, `Scan.noise`) counts as no drop, on either side of it: a few images gained or lost by chance
+must not make one layer look free and another costly. The allocation minimises the sum of the
 layers' drops with the pruned weights adding up to the total exactly: a weight is pruned where the
 scan says it costs least, so a large layer, where one unit of sparsity removes many weights, gives
 more than a small one of the same curve. Both allocations minimise a summed drop under a budget
@@ -39,7 +42,7 @@ from .stats import binomial_se
 from .tables import table
 from .train import evaluate
 
-__all__ = ["Scan", "prune_scan", "quant_scan", "allocate_sparsity", "predicted_drop",
+__all__ = ["Scan", "prune_scan", "quant_scan", "allocate_sparsity", "predicted_drop", "Additivity", "additivity",
            "layer_bytes", "allocate_bits", "plot_scan"]
 
 
@@ -55,6 +58,17 @@ class Scan:
     base: float
     sizes: dict
     images: int
+
+    @property
+    def noise(self) -> float:
+        """One binomial standard error of the unchanged model's accuracy on the scan's images: the
+        noise floor `allocate_sparsity` and `predicted_drop` use by default."""
+        return binomial_se(self.base, self.images)
+
+    def within_noise(self, noise: float | None = None) -> dict[str, list]:
+        """{layer: [the scanned points whose accuracy lies within ``noise`` of the unchanged model's]}."""
+        noise = self.noise if noise is None else noise
+        return {name: [p for p, d in zip(self.points, self.drop(name)) if abs(d) <= noise] for name in self.accuracy}
 
     def drop(self, layer: str) -> np.ndarray:
         """base - accuracy at each point (positive: the change costs accuracy)."""
@@ -181,14 +195,26 @@ def _check_scan(scan, what: str) -> None:
             raise ValueError(f"{what}: layer {name!r} must have a positive number of weights, got {size!r}")
 
 
-def _drop_curves(scan: Scan) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{layer: (sparsities with 0 first, non-decreasing drops with 0 first)}."""
+def _noise(scan: Scan, noise) -> float:
+    if noise is None:
+        return scan.noise
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < 1:
+        raise ValueError(f"noise must be an accuracy difference in [0, 1) (e.g. 0.01 for one point) or None "
+                         f"(one standard error, Scan.noise), got {noise!r}")
+    return float(noise)
+
+
+def _drop_curves(scan: Scan, noise=None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{layer: (sparsities with 0 first, non-decreasing drops with 0 first)}; a drop within ``noise``
+    of zero, either way, counts as zero."""
     _check_scan(scan, "allocate_sparsity")
     if scan.kind != "sparsity":
         raise ValueError(f"allocate_sparsity needs a pruning scan (kind 'sparsity'), got kind {scan.kind!r}")
+    floor = _noise(scan, noise)
     curves = {}
     for name in scan.accuracy:
         s, d = np.asarray(scan.points, float), scan.drop(name)
+        d = np.where(np.abs(d) <= floor, 0.0, d)
         if s[0] > 0:
             s, d = np.concatenate([[0.0], s]), np.concatenate([[0.0], d])
         curves[name] = (s, np.maximum.accumulate(np.maximum(d, 0.0)))
@@ -206,7 +232,7 @@ def _lower_hull(s: np.ndarray, d: np.ndarray) -> list[tuple[float, float]]:
     return hull
 
 
-def allocate_sparsity(scan: Scan, pruned: int) -> dict[str, int]:
+def allocate_sparsity(scan: Scan, pruned: int, *, noise: float | None = None) -> dict[str, int]:
     """Per-layer counts of weights to prune, adding up to exactly ``pruned``, with the least summed
     drop that the scan predicts (module docstring); prune them with `labkit.prune.prune_by_counts`.
 
@@ -217,13 +243,15 @@ def allocate_sparsity(scan: Scan, pruned: int) -> dict[str, int]:
     by largest remainder so that they add up exactly.
 
     pruned: the total number of weights to prune over the scan's layers, e.g.
-    ``prune.pruned_count(total weights, target)``, what one global threshold prunes.
+    ``prune.pruned_count(total weights, target)``, what one global threshold prunes. noise: drops
+    within it of zero count as zero (default None: one standard error, `Scan.noise`; 0: every point
+    as measured).
     Raises ValueError when the total is more than the layers can prune within the scanned range (no
     layer is pruned past the largest scanned sparsity: floor(s_max n) weights at most), or for a Scan
     that is not whole (points not increasing, an accuracy NaN or outside [0, 1], lengths or layers that
     differ, sizes that are not positive counts).
     """
-    curves = _drop_curves(scan)
+    curves = _drop_curves(scan, noise)
     n = {name: scan.sizes[name] for name in curves}
     pruned = checks.integer("pruned", pruned, minimum=0, maximum=sum(n.values()))
     segments = []                                       # (drop per weight, layer order, layer, weights)
@@ -255,16 +283,57 @@ def allocate_sparsity(scan: Scan, pruned: int) -> dict[str, int]:
     return counts
 
 
-def predicted_drop(scan: Scan, counts: dict) -> float:
+def predicted_drop(scan: Scan, counts: dict, *, noise: float | None = None) -> float:
     """The summed drop the scan predicts for per-layer ``counts`` (its non-decreasing, linear-between-
-    points curves, not their hull): what `allocate_sparsity` minimises, for comparing allocations."""
-    curves = _drop_curves(scan)
+    points curves, not their hull, with the same ``noise`` floor): what `allocate_sparsity`
+    minimises, for comparing allocations."""
+    curves = _drop_curves(scan, noise)
     if set(counts) != set(curves):
         raise ValueError(f"counts must name the scan's layers, {sorted(curves)}; got {sorted(counts)}")
     for name in curves:      # NaN, negative or more than the layer holds: np.interp would clamp it without a word
         checks.integer(f"predicted_drop: counts[{name!r}] (weights pruned in the layer)", counts[name], minimum=0,
                        maximum=int(scan.sizes[name]))
     return float(sum(np.interp(counts[name] / scan.sizes[name], s, d) for name, (s, d) in curves.items()))
+
+
+@dataclass(frozen=True)
+class Additivity:
+    """What the scan's summed drops predicted for a model pruned in several layers at once, against the
+    drop measured on the scan's images. ``se``: the noise of their difference, each layer's scanned
+    accuracy and the measured one counted as independent binomial measurements (paired ones vary
+    less, so this is an upper bound). ``str()`` is the verdict."""
+    label: str
+    predicted: float
+    measured: float
+    se: float
+
+    def __str__(self) -> str:
+        left = f"{self.label}: the scan predicts a drop of {self.predicted:.2%}, the model pruned in every layer at once " \
+               f"drops {self.measured:.2%}"
+        gap, margin = self.measured - self.predicted, 2 * self.se
+        if abs(gap) <= margin:
+            return f"{left}: the summed drops predict it within the noise (2 standard errors, {margin:.2%})."
+        how = "more" if gap > 0 else "less"
+        times = f" ({self.measured / self.predicted:.1f} times the sum)" if self.predicted > 0 else ""
+        return (f"{left}{times}: the drops do not add up; pruned together, the layers cost {how} than the sum "
+                f"of each pruned alone, by {abs(gap):.2%} (beyond 2 standard errors, {margin:.2%}).")
+
+
+def additivity(scan: Scan, counts: dict, accuracy: float, *, label: str, noise: float | None = None) -> Additivity:
+    """Test the assumption `allocate_sparsity` rests on: ``accuracy`` is the measured accuracy, on the
+    scan's images, of the model with every layer pruned by ``counts`` at once; the prediction is
+    `predicted_drop` (with the same ``noise`` floor)."""
+    accuracy = float(accuracy)
+    if not 0 <= accuracy <= 1:
+        raise ValueError(f"additivity: accuracy is a fraction in [0, 1] measured on the scan's images, got {accuracy!r}")
+    predicted = predicted_drop(scan, counts, noise=noise)
+    curves = _drop_curves(scan, noise)
+    var = binomial_se(accuracy, scan.images) ** 2
+    for name, (s, d) in curves.items():
+        drop = float(np.interp(counts[name] / scan.sizes[name], s, d))
+        if drop > 0:                     # a layer the scan says is free adds no measured term
+            var += binomial_se(min(max(scan.base - drop, 0.0), 1.0), scan.images) ** 2
+    return Additivity(label, predicted, scan.base - accuracy, math.sqrt(var))
 
 
 # --- bits per layer ----------------------------------------------------------------------------

@@ -39,6 +39,22 @@ class Profile:
     epoch_scale: float           # multiply every epoch count by this (then ceil, at least 1)
     train_samples: int | None    # train on the first N images only; None: all of them
 
+    @property
+    def quick(self) -> bool:
+        """True for a run that trains less than the labs state (not the reference run)."""
+        return self.epoch_scale < 1 or self.train_samples is not None
+
+    def verdict(self, text) -> str:
+        """``str(text)``, a verdict that rests on training; in a quick run, marked as one that cannot
+        answer the question (its models trained a tenth of the epochs on a fifth of the images):
+        ``print(" -", run.verdict(stats.compare_seeds(...)))``. Verdicts of evaluation only (no
+        training) are the reference run's in every profile and are printed as they are."""
+        text = str(text)
+        if not self.quick:
+            return text
+        return (f"{text} [quick run (profile {self.name}): its models trained far less than the lab states, "
+                f"so this verdict cannot answer the question; base written answers on the full run]")
+
     def epochs(self, n: int) -> int:
         """An epoch count of the course (``n``) as this profile runs it: 20 -> 20 (full), 2 (ci)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:

@@ -163,3 +163,42 @@ def test_results_path_keeps_each_edition_apart():
     for bad in ("", "../x", None):
         with pytest.raises(ValueError, match="edition"):
             report.Results("lab9", profile=ci, edition=bad)
+
+
+def test_per_image_correctness_is_saved_and_read_back_exactly(tmp_path):
+    import numpy as np
+    from labkit import settings
+    rng = np.random.default_rng(0)
+    arr = rng.random((3, 509)) < 0.8
+    res = report.Results("labx", profile=settings.PROFILES["ci"])
+    res.add_correct("e", arr)
+    res.add_correct("one", arr[0])
+    res.save(tmp_path)
+    back, run = report.load_correct("labx", "e", settings.PROFILES["ci"], folder=tmp_path)
+    assert back.dtype == bool and np.array_equal(back, arr) and run["profile"] == "ci"
+    assert np.array_equal(report.load_correct("labx", "one", settings.PROFILES["ci"], folder=tmp_path)[0], arr[:1])
+    with pytest.raises(ValueError, match="added already"):
+        res.add_correct("e", arr)
+    with pytest.raises(ValueError, match="bool of shape"):
+        res.add_correct("f", arr.astype(int))
+    with pytest.raises(ValueError, match="no per-image correctness 'x'"):
+        report.load_correct("labx", "x", settings.PROFILES["ci"], folder=tmp_path)
+    with pytest.raises(FileNotFoundError, match="run laby first"):
+        report.load_correct("laby", "e", settings.PROFILES["ci"], folder=tmp_path)
+
+
+def test_a_quick_run_falls_back_to_the_reference_runs_correctness_and_damage_is_named(tmp_path):
+    import json
+    import numpy as np
+    from labkit import settings
+    res = report.Results("labx", profile=settings.PROFILES["full"])
+    res.add_correct("e", np.ones((2, 10), bool))
+    path = res.save(tmp_path)
+    assert report.load_correct("labx", "e", settings.PROFILES["ci"], folder=tmp_path)[0].shape == (2, 10)
+    with pytest.raises(FileNotFoundError):
+        report.load_correct("labx", "e", settings.PROFILES["ci"], folder=tmp_path, reference=False)
+    doc = json.loads(path.read_text())
+    doc["correct"]["e"]["shape"] = [3, 10]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="damaged"):
+        report.load_correct("labx", "e", settings.PROFILES["full"], folder=tmp_path)

@@ -335,3 +335,59 @@ def test_predicted_drop_refuses_counts_a_layer_cannot_hold():
     for bad in (float("nan"), -50, 10**6, 30.5, True):
         with pytest.raises(ValueError, match=r"predicted_drop: counts\['a'\].*must be an int in 0..100"):
             sensitivity.predicted_drop(scan, {"a": bad, "b": 470})
+
+
+# --- the noise floor (issue 28: points within the noise must not steer the allocation) ---------------
+
+def noisy_scan():
+    """Two layers that are, in truth, the same: 'lucky' gains 2 images of 1000 at 0.5 sparsity, 'unlucky'
+    loses 2; both lose 20 % at 1.0. One standard error near 90 % on 1000 images is 0.95 points."""
+    acc = {"unlucky": [0.898, 0.70], "lucky": [0.902, 0.70]}
+    return Scan("sparsity", (0.5, 1.0), acc, 0.9, {"unlucky": 100, "lucky": 100}, 1000)
+
+
+def test_scan_noise_is_one_standard_error_and_names_the_points_within_it():
+    scan = noisy_scan()
+    assert scan.noise == pytest.approx((0.9 * 0.1 / 1000) ** 0.5)
+    assert scan.within_noise() == {"unlucky": [0.5], "lucky": [0.5]}
+    assert scan.within_noise(0.001) == {"unlucky": [], "lucky": []}
+
+
+def test_points_within_the_noise_count_as_no_drop_either_way():
+    scan = noisy_scan()
+    # as measured (noise 0), 'unlucky' looks costly at 0.5 and 'lucky' free: all 50 weights from 'lucky'
+    assert allocate_sparsity(scan, 50, noise=0) == {"lucky": 50, "unlucky": 0}
+    assert sensitivity.predicted_drop(scan, {"lucky": 0, "unlucky": 50}, noise=0) == pytest.approx(0.002)
+    # with the floor, both are free up to 0.5: the tie goes by model order ('unlucky' first), at no cost
+    assert allocate_sparsity(scan, 50) == {"unlucky": 50, "lucky": 0}
+    assert sensitivity.predicted_drop(scan, {"lucky": 0, "unlucky": 50}) == 0
+    assert sensitivity.predicted_drop(scan, {"lucky": 50, "unlucky": 50}) == 0
+    assert allocate_sparsity(scan, 100) == {"lucky": 50, "unlucky": 50}
+    assert allocate_sparsity(scan, 100, noise=0) == {"lucky": 50, "unlucky": 50}
+
+
+def test_a_drop_beyond_the_noise_still_counts():
+    scan = noisy_scan()
+    assert sensitivity.predicted_drop(scan, {"lucky": 100, "unlucky": 0}) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, "1%", True, float("nan")])
+def test_a_bad_noise_floor_is_refused(bad):
+    with pytest.raises(ValueError, match="noise must be"):
+        allocate_sparsity(noisy_scan(), 50, noise=bad)
+
+
+def test_additivity_says_whether_the_summed_drops_predict_the_measured_one():
+    scan = linear_scan([0.2, 0.2], [1000, 1000])            # 100 images; each layer at 0.5 drops 10 points
+    counts = {"l0": 500, "l1": 500}
+    ok = sensitivity.additivity(scan, counts, 0.9 - 0.2, label="both", noise=0)
+    assert ok.predicted == pytest.approx(0.2) and ok.measured == pytest.approx(0.2)
+    assert "within the noise" in str(ok)
+    # independent binomial terms: the measured model at 70 % and each layer's scanned 80 %
+    assert ok.se == pytest.approx((0.7 * 0.3 / 100 + 2 * 0.8 * 0.2 / 100) ** 0.5)
+    worse = sensitivity.additivity(scan, counts, 0.3, label="both", noise=0)
+    assert "do not add up" in str(worse) and "cost more" in str(worse) and "3.0 times the sum" in str(worse)
+    better = sensitivity.additivity(scan, counts, 0.88, label="both", noise=0)
+    assert "cost less" in str(better)
+    with pytest.raises(ValueError, match="fraction in"):
+        sensitivity.additivity(scan, counts, 88.0, label="both")
