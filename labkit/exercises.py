@@ -1,4 +1,4 @@
-"""Self-checks of the functions the assignment asks a student to write (Labs 1-3): the exercises,
+"""Self-checks of the functions the assignment asks a student to write (Labs 1-3, and Lab 5's): the exercises,
 their inputs, labkit's references and the usual mistakes; the grader judges by the same.
 
 After each exercise the notebook calls ``exercises.check(key, fn)``: it runs the student's ``fn``
@@ -14,7 +14,8 @@ The grader runs the two halves of a check in two processes: `observe` in the stu
 further inputs (the grader's hidden tests) and prints nothing when they pass.
 
 The references are labkit's own functions, the ones the labs use when no student function is given
-(``labkit.sparse_linear``, ``labkit.prune``, ``labkit.quant``); `forbidden` lists, per exercise, the
+(``labkit.sparse_linear``, ``labkit.prune``, ``labkit.quant``, ``labkit.group_lasso``,
+``labkit.early_exit``); `forbidden` lists, per exercise, the
 reference and what it is built from, which the student's code may not call while it is checked.
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ import inspect
 import numpy as np
 import torch
 
-from . import judge as _judge, prune, quant, sparse_linear as sl
+from . import early_exit, group_lasso, judge as _judge, prune, quant, sparse_linear as sl
 from .judge import (PARTS, UNAVAILABLE, Case, Exercise, Mistake,  # noqa: F401
                     decode, encode)
 
@@ -54,7 +55,7 @@ def _lab(key: str) -> str:
 # refuses them, as it refuses the references.
 OBSERVE_NEEDS = ("keys", "_exercise", "_lab", "forbidden", "observe", "judge", "check", "_in_lab",
                  "_with_gradient", "_kept_gradient", "_schedule_steps", "_as_float", "_bool_mask",
-                 "_gradient_cases", "_with_zeros", "_quant_forbidden")
+                 "_gradient_cases", "_with_zeros", "_quant_forbidden", "_exits_and_predictions")
 
 
 def forbidden(key: str) -> dict[str, tuple[str, ...]]:
@@ -336,6 +337,69 @@ def _ste_mistakes(values):
              "gradient unchanged (round alone has zero derivative almost everywhere)", values),)
 
 
+# --- Lab 5 -----------------------------------------------------------------------------------------
+
+def _block(v, t, sqrt_size=False, elementwise=False, unsafe=False):
+    """Block soft thresholding and its usual wrong versions (a wrong one is named by its flag)."""
+    v = torch.as_tensor(v).detach().double()
+    if sqrt_size:                               # the group's weight sqrt(|g|) folded in a second time
+        t = t * v.numel() ** 0.5
+    if elementwise:                             # soft thresholding entry by entry, not the group's norm
+        return v.sign() * (v.abs() - t).clamp_min(0)
+    norm = v.norm()
+    if unsafe:                                  # v / ||v|| at ||v|| = 0: 0 / 0
+        return v / norm * (norm - t).clamp_min(0)
+    return torch.zeros_like(v) if norm <= t else (1 - t / norm) * v
+
+
+def _block_hard(v, t):
+    """The whole group zeroed below t, the others left as they are (no shrinking)."""
+    v = torch.as_tensor(v).detach().double()
+    return torch.zeros_like(v) if v.norm() <= t else v.clone()
+
+
+def _exits_and_predictions(fn, probs, tau):
+    """(2, N) int64: the exits and the predictions ``fn(probs, tau)`` returns, one row each."""
+    out = fn(probs, tau)
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise TypeError(f"it must return two tensors (exits, predictions), got {type(out).__name__}")
+    return torch.stack([torch.as_tensor(o).to(torch.int64).flatten() for o in out])
+
+
+def _exit_wrong(strict=False, last=False, no_fallback=False):
+    def rule(probs, tau):
+        p = torch.as_tensor(probs)
+        conf = p.amax(dim=2)                                        # (K, N)
+        ok = conf > tau if strict else conf >= tau
+        K, N = ok.shape
+        if not no_fallback:
+            ok[-1] = True
+        if last:                                                    # the last confident exit
+            exits = K - 1 - ok.flip(0).to(torch.int8).argmax(dim=0)
+        else:
+            exits = ok.to(torch.int8).argmax(dim=0)                 # no confident exit -> 0 without the fallback
+        preds = p.argmax(dim=2).gather(0, exits.unsqueeze(0)).squeeze(0)
+        return exits.to(torch.int64), preds
+    return rule
+
+
+def _exit_table(rows):
+    """(K, N, 3) probabilities from K lists of N rows (each row sums to 1)."""
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+# 3 exits, 4 images: image 0 confident at exit 0; image 1 exactly at tau = 0.8 at exit 1 (>= exits there);
+# image 2 confident only at exits 1 and 2 (the first one answers); image 3 never confident (the final answers)
+_probs_a = _exit_table([[[0.90, 0.05, 0.05], [0.50, 0.30, 0.20], [0.40, 0.35, 0.25], [0.40, 0.30, 0.30]],
+                        [[0.10, 0.85, 0.05], [0.10, 0.80, 0.10], [0.05, 0.05, 0.90], [0.30, 0.40, 0.30]],
+                        [[0.05, 0.90, 0.05], [0.05, 0.05, 0.90], [0.95, 0.03, 0.02], [0.20, 0.20, 0.60]]])
+_gen5 = torch.Generator().manual_seed(5)
+_probs_r = torch.softmax(torch.randn(3, 40, 10, generator=_gen5, dtype=torch.float64) * 2.5, dim=2)
+_probs_r2 = torch.softmax(torch.randn(2, 25, 10, generator=_gen5, dtype=torch.float64) * 3.0, dim=2)
+_group = torch.randn(290, generator=_gen5, dtype=torch.float64) * 0.05          # a stage-1 group: |g| = 290
+_group_c = torch.randn(8, 4, 3, 3, generator=_gen5, dtype=torch.float64) * 0.1
+
+
 EXERCISES = {ex.key: ex for ex in [
     Exercise("lab1 (b)", "gradient", sl.gradient,
              _gradient_cases(False), _gradient_cases(True),
@@ -512,4 +576,41 @@ EXERCISES = {ex.key: ex for ex in [
                lambda w, b: w + (_symmetric(w, b, m_of=lambda b: 2 ** (b - 1)) - w).detach()),
               ("scales by max w, not max |w|", lambda w, b: w + (_symmetric(w, b, signed=True) - w).detach())),
              run=_with_gradient, parts=PARTS, forbidden=_quant_forbidden("symmetric_quantize")),
+    Exercise("lab5 (b)", "block_soft_threshold", group_lasso.block_soft_threshold,
+             (Case((_group, 0.5), "a group of 290 weights (norm about 0.85), t = 0.5: it shrinks"),
+              Case((_group, 2.0), "the same group, t = 2: its norm is below t, it becomes exactly 0"),
+              Case((torch.tensor([3.0, 0.01, -4.0], dtype=torch.float64), 1.0),
+                   "[3, 0.01, -4], t = 1: the small entry of a large group is not zeroed"),
+              Case((torch.zeros(5, dtype=torch.float64), 0.1), "a zero group (its norm is 0)")),
+             (Case((_group_c, 0.3), "a conv-shaped group (8, 4, 3, 3), t = 0.3"),
+              Case((_group * 10, 0.0), "t = 0 leaves the group as it is"),
+              Case((torch.tensor([0.6, -0.8], dtype=torch.float64), 1.0), "norm exactly t: zero")),
+             (("thresholds every entry on its own (element-wise soft thresholding): the group shrinks as a "
+               "whole, by t along its own direction, and is zero only when its norm is at most t",
+               lambda v, t: _block(v, t, elementwise=True)),
+              ("multiplies t by the square root of the group's size again: the t given already holds "
+               "lr lam sqrt(|g|)", lambda v, t: _block(v, t, sqrt_size=True)),
+              ("divides by a zero norm (a zero group comes out as NaN): return 0 when the norm is at most t, "
+               "without dividing", lambda v, t: _block(v, t, unsafe=True)),
+              ("zeroes small groups but leaves the others as they are (hard thresholding of the norm): the "
+               "surviving groups must shrink too, to (1 - t / norm) times themselves", _block_hard),
+              ("divides by the squared norm: the factor is 1 - t / norm, the norm itself",
+               lambda v, t: (torch.zeros_like(torch.as_tensor(v).double())
+                             if torch.as_tensor(v).double().norm() <= t
+                             else (1 - t / torch.as_tensor(v).double().norm() ** 2).clamp_min(0)
+                             * torch.as_tensor(v).double()))),
+             forbidden={"labkit.group_lasso": ("block_soft_threshold", "_block_factor", "prox_step")}),
+    Exercise("lab5 (c)", "exit_rule", early_exit.exit_rule,
+             (Case((_probs_a, 0.8), "3 exits, 4 images: confident early, exactly at tau, late, never"),
+              Case((_probs_a, 0.0), "tau = 0: every image leaves at the first exit"),
+              Case((_probs_a, 2.0), "tau above 1: no early exit, the final classifier answers"),
+              Case((_probs_r, 0.6), "40 random images, 10 classes, tau = 0.6")),
+             (Case((_probs_r, 0.9), "tau = 0.9"), Case((_probs_r2, 0.5), "2 exits, tau = 0.5")),
+             (("exits only above tau (>); an exit whose confidence equals tau answers (>=)", _exit_wrong(strict=True)),
+              ("takes the last confident exit; the first exit whose confidence reaches tau answers, the "
+               "later ones are never computed", _exit_wrong(last=True)),
+              ("does not fall back to the final classifier: an image no internal classifier is confident "
+               "about is answered by the final one, whatever its confidence", _exit_wrong(no_fallback=True))),
+             run=_exits_and_predictions, exact=True,
+             forbidden={"labkit.early_exit": ("exit_rule", "accuracy_at", "choose_tau", "EarlyExitNet")}),
 ]}

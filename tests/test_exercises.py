@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_the_exercises_of_the_assignment():
     assert KEYS == ["lab1 (b)", "lab1 (c)", "lab1 (d)", "lab1 (e)", "lab1 (f)", "lab2 (b)", "lab2 (c) sparsity",
-                    "lab2 (c) mask", "lab2 (d)", "lab2 (e)", "lab3 (a)", "lab3 (d)", "lab3 (f)"]
+                    "lab2 (c) mask", "lab2 (d)", "lab2 (e)", "lab3 (a)", "lab3 (d)", "lab3 (f)", "lab5 (b)", "lab5 (c)"]
 
 
 # --- the students' solutions as the solved notebooks write them (without labkit) ------------------
@@ -87,6 +87,20 @@ def _symmetric(w, bits):
     return _StraightThrough.apply(w, s * torch.round(v / s).clamp(-m, m))
 
 
+def _block_soft_threshold(v, t):
+    norm = v.norm()
+    if norm <= t:
+        return torch.zeros_like(v)
+    return (1 - t / norm) * v
+
+
+def _exit_rule(probs, tau):
+    confident = probs.amax(dim=2) >= tau
+    confident[-1] = True
+    exits = confident.int().argmax(dim=0)
+    return exits, probs.argmax(dim=2)[exits, torch.arange(probs.shape[1])]
+
+
 SOLUTIONS = {
     "lab1 (b)": lambda W, X, y: 2.0 * X.T @ (X @ W - y),
     "lab1 (c)": _top_k,
@@ -101,6 +115,8 @@ SOLUTIONS = {
     "lab3 (a)": _ste,
     "lab3 (d)": _masked,
     "lab3 (f)": _symmetric,
+    "lab5 (b)": _block_soft_threshold,
+    "lab5 (c)": _exit_rule,
 }
 
 
@@ -181,9 +197,13 @@ def test_the_messages_say_the_fix_in_words_not_code():
 
 def test_the_issues_mistakes_are_named():
     named = {(key, message) for key, message, _ in MISTAKES}
+    for key, start in [("lab5 (b)", "thresholds every entry on its own"), ("lab5 (b)", "multiplies t by the square root"),
+                       ("lab5 (c)", "exits only above tau (>)"), ("lab5 (c)", "takes the last confident exit")]:
+        assert any(k == key and m.startswith(start) for k, m in named), (key, start)
     wanted = {"lab1 (e)": "has the wrong sign", "lab1 (f)": "misses the lr lam sign(v) term",
               "lab2 (b)": "takes the wrong order statistic (off by one)",
-              "lab2 (d)": "prunes nothing at the first step: (e - 1) / (steps - 1)"}
+              "lab2 (d)": "prunes nothing at the first step: (e - 1) / (steps - 1)",
+              "lab5 (b)": "divides by a zero norm", "lab5 (c)": "does not fall back to the final classifier"}
     for key, start in wanted.items():
         assert any(k == key and m.startswith(start) for k, m in named), (key, start)
 
