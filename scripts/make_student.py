@@ -139,24 +139,40 @@ def wheel_url(base: str | None = None, wheel: bytes | None = None) -> str:
     return f"{(base or handout_url()).rstrip('/')}/{wheel_name()}#sha256={hashlib.sha256(wheel).hexdigest()}"
 
 
-def reference_time(name: str) -> str:
-    """How long the reference run of a lab took, and where, from labs/results/<lab>.json ('' if none)."""
+def reference_run(name: str) -> dict:
+    """The ``run`` record of a lab's reference run, from labs/results/<lab>.json ({} if none)."""
     path = LABS / "results" / f"{name.split('_')[0]}.json"
     if not path.exists():
-        return ""
-    run = json.loads(path.read_text(encoding="utf-8")).get("run", {})
+        return {}
+    return json.loads(path.read_text(encoding="utf-8")).get("run", {})
+
+
+def reference_time(name: str) -> str:
+    """How long the reference run of a lab took, and where, from labs/results/<lab>.json ('' if none)."""
+    run = reference_run(name)
     if "minutes" not in run or "device" not in run:
         return ""
     images = f", {run['train_images']} training images" if "train_images" in run else ""
     return f"\n# (the course's reference run of this lab: {run['minutes']:g} minutes on {run['device']}{images})"
 
 
+def written_answers(name: str) -> str:
+    """The handout's opening line on what written answers rest on: the full reference run, with its time
+    and device read from labs/results/<lab>.json (no time where the lab has no reference run yet)."""
+    run = reference_run(name)
+    took = (f" (it took {run['minutes']:g} minutes on {run['device']})"
+            if "minutes" in run and "device" in run else "")
+    return ("# Written answers: base them on the full reference run of this lab, the stored outputs of the solved "
+            f"lab and the course's results page{took},\n# not on a quick run: its models train far less than the lab states.")
+
+
 def setup_cell(url: str | None = None, name: str = "") -> nbformat.NotebookNode:
     url = url or wheel_url()
     version = _project()["version"]
-    source = f'''# Setup. QUICK = True: the quick run (minutes: fewer epochs and images, iterative pruning in one step); it
+    source = f'''{written_answers(name)}
+# Setup. QUICK = True: the quick run (minutes: fewer epochs and images, iterative pruning in one step); it
 # runs every cell and checks your code, but its numbers cannot answer the written questions.
-# QUICK = False: the full run of the course; base your written answers on it{reference_time(name)}
+# QUICK = False: the full run of the course, as its reference run ran it{reference_time(name)}
 QUICK = True
 import importlib, importlib.util, os, subprocess, sys
 os.environ["LABKIT_PROFILE"] = "ci" if QUICK else "full"
