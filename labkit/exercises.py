@@ -383,16 +383,12 @@ def _exit_wrong(strict=False, last=False, no_fallback=False):
     return rule
 
 
-def _exit_table(rows):
-    """(K, N, 3) probabilities from K lists of N rows (each row sums to 1)."""
-    return torch.tensor(rows, dtype=torch.float64)
-
-
 # 3 exits, 4 images: image 0 confident at exit 0; image 1 exactly at tau = 0.8 at exit 1 (>= exits there);
 # image 2 confident only at exits 1 and 2 (the first one answers); image 3 never confident (the final answers)
-_probs_a = _exit_table([[[0.90, 0.05, 0.05], [0.50, 0.30, 0.20], [0.40, 0.35, 0.25], [0.40, 0.30, 0.30]],
+_probs_a = torch.tensor([[[0.90, 0.05, 0.05], [0.50, 0.30, 0.20], [0.40, 0.35, 0.25], [0.40, 0.30, 0.30]],
                         [[0.10, 0.85, 0.05], [0.10, 0.80, 0.10], [0.05, 0.05, 0.90], [0.30, 0.40, 0.30]],
-                        [[0.05, 0.90, 0.05], [0.05, 0.05, 0.90], [0.95, 0.03, 0.02], [0.20, 0.20, 0.60]]])
+                        [[0.05, 0.90, 0.05], [0.05, 0.05, 0.90], [0.95, 0.03, 0.02], [0.20, 0.20, 0.60]]],
+                        dtype=torch.float64)          # (K, N, classes): built here, no helper (the sandbox's copy stubs them)
 _gen5 = torch.Generator().manual_seed(5)
 _probs_r = torch.softmax(torch.randn(3, 40, 10, generator=_gen5, dtype=torch.float64) * 2.5, dim=2)
 _probs_r2 = torch.softmax(torch.randn(2, 25, 10, generator=_gen5, dtype=torch.float64) * 3.0, dim=2)

@@ -141,7 +141,7 @@ def test_grading_solved_blank_planted_and_broken_submissions(grade, tmp_path):
         assert all("not written yet" in e for e in graded[f"blank_{path.name}"].errors.values())
         lost = {wrong: 0.0, **{c: 0.0 for c in USES.get(wrong, ())}}    # and the parts that use what it defines
         assert graded[f"planted_{path.name}"].checks == dict(full, **lost), path.stem
-        assert full[wrong] > 0
+        assert full[wrong] > 0 or path.stem == "lab5_structure"   # Lab 5: 0 points by default; its error is named below
         # the self-check in the notebook names the same mistake, in the same words, as the grade
         assert graded[f"planted_{path.name}"].errors[wrong] == _self_check(_planted(path, old, new), lab, wrong)[:400]
 
