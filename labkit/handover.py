@@ -167,13 +167,14 @@ def load(name: str, *, profile: settings.Profile | None = None, edition: str = "
 
 
 def own_or_published(path, name: str, *, made_by: str, profile: settings.Profile | None = None,
-                     edition: str = "course", root=None) -> tuple[nn.Module, str]:
-    """``(net, note)``: your own model from ``path`` (`labkit.checkpoints.load`) when it is there, else
-    the published one (:func:`load`) and a note that says so loudly: the course's reference model,
-    not yours, with where it came from and what to run (``made_by``) to use your own."""
+                     edition: str = "course", root=None, data: data_.CIFAR10 | None = None) -> tuple[nn.Module, str]:
+    """``(net, note)``: your own model from ``path`` when it is there (`labkit.checkpoints.load_saved`:
+    its profile, edition, bit width in the name and, with ``data``, the data it was trained on are
+    checked), else the published one (:func:`load`) and a note that says so loudly: the course's
+    reference model, not yours, with where it came from and what to run (``made_by``) to use your own."""
     path = Path(path)
     if path.is_file():
-        return checkpoints.load(path), f"{name}: yours, from {path}"
+        return checkpoints.load_saved({name: (path, made_by)}, data=data)[name], f"{name}: yours, from {path}"
     net, doc = load(name, profile=profile, edition=edition, root=root)
     run = doc["run"]
     note = (f"!!! {path} is missing, so this is THE COURSE'S REFERENCE MODEL, NOT YOURS: {doc['what']}, "

@@ -107,3 +107,17 @@ def test_own_model_first_else_the_published_one_said_loudly(tmp_path):
 def test_bad_names_are_refused(tmp_path, name):
     with pytest.raises(ValueError, match="name is letters"):
         handover.publish(sparse_net(), name, what="x", profile=FULL, root=tmp_path)
+
+
+def test_the_models_the_reference_run_published_load_with_their_provenance():
+    """The repository's labs/handover/: each published model loads (SHA-256 checked), from the full
+    profile of the course's edition, and is what its provenance says (sparsity, bits)."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "labs" / "handover"
+    names = sorted(p.stem for p in root.glob("*.json"))
+    assert "lab2_best_sparse" in names, f"Lab 2's best sparse model is not published in {root}"
+    for name in names:
+        net, prov = handover.load(name, root=root)
+        assert prov["run"]["profile"] == "full" and prov["run"]["edition"] == "course"
+        assert prune.sparsity(net).total == pytest.approx(prov["sparsity"], abs=1e-6)
+        assert (root / prov["file"]).stat().st_size == prov["bytes"]
