@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import time
 from dataclasses import dataclass
 from typing import Callable, Hashable
 
@@ -36,7 +37,7 @@ from .layers import evaluating
 from .progress import bar as progress_bar
 from .tables import table
 
-__all__ = ["interleaved", "Latency", "thread_settings", "machine_load", "measure", "Speedup", "speedup",
+__all__ = ["interleaved", "Latency", "thread_settings", "machine_load", "machine_busy", "BUSY_CPUS", "measure", "Speedup", "speedup",
            "crossover", "latency_table", "plot_latency", "plot_models"]
 
 
@@ -78,6 +79,7 @@ class Latency:
     threads: int | None      # None on CUDA
     device: str
     measurement: benchmark.Measurement   # all blocks of all rounds, merged
+    quiet: bool | None = None            # the machine was quiet before and after (None: unknown); `measure`
 
     @property
     def median(self) -> float:
@@ -113,22 +115,77 @@ def thread_settings(device) -> tuple[int | None, ...]:
     return tuple(sorted(counts))
 
 
-def machine_load() -> str:
-    """One line on how busy the machine is: the 1-minute load average (processes running or
-    waiting for a CPU) against the number of CPUs. Above that number, other processes compete
-    for the cores, and timings with several threads suffer most (their threads wait for each
-    other). Empty where the system does not report it."""
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return ""
+def _busy_jiffies(stat_text: str) -> tuple[int, int]:
+    """(busy, total) clock ticks of all CPUs from the ``cpu`` line of ``/proc/stat``'s text (idle
+    and iowait are not busy; guest time is already inside user time, so it is not added)."""
+    for line in stat_text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "cpu":
+            ticks = [int(v) for v in fields[1:9]]     # user nice system idle iowait irq softirq steal
+            idle = ticks[3] + ticks[4]
+            return sum(ticks) - idle, sum(ticks)
+    raise ValueError("no 'cpu' line in /proc/stat")
+
+
+def _read_proc_stat() -> str:
+    with open("/proc/stat") as f:
+        return f.read()
+
+
+def _own_clock() -> tuple[float, float]:
+    """(this process's CPU seconds, all its threads; wall seconds)."""
+    return time.process_time(), time.perf_counter()
+
+
+def _load(seconds: float, _read, _clock) -> tuple[float | None, str]:
+    """(CPUs other processes kept busy, or None where unknown; the line `machine_load` prints)."""
+    seconds = number("seconds", seconds, positive=True)
     cpus = os.cpu_count() or 1
-    verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
-    return f"load average {load:.1f} on {cpus} CPUs ({verdict})"
+    try:
+        busy0, total0 = _busy_jiffies(_read())
+        own0, wall0 = _clock()
+        time.sleep(seconds)
+        busy1, total1 = _busy_jiffies(_read())
+        own1, wall1 = _clock()
+    except (OSError, ValueError):
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return None, ""
+        verdict = "busy: other processes compete for the CPUs" if load > cpus - 0.5 else "mostly idle"
+        return max(load - (cpus - 1), 0.0) if load > cpus - 0.5 else 0.0, f"load average {load:.1f} on {cpus} CPUs ({verdict})"
+    share = (busy1 - busy0) / max(total1 - total0, 1)                    # of all CPUs, this process included
+    others = max(share * cpus - (own1 - own0) / max(wall1 - wall0, 1e-9), 0.0)   # CPUs other processes kept busy
+    verdict = "busy: other processes compete for the CPUs" if others > BUSY_CPUS else "mostly idle"
+    return others, f"other processes kept {others:.1f} of {cpus} CPUs busy over {seconds:g} s ({verdict})"
+
+
+BUSY_CPUS = 0.5     # other processes keeping more than half a CPU busy: the machine is busy
+
+
+def machine_load(seconds: float = 0.5, *, _read=_read_proc_stat, _clock=_own_clock) -> str:
+    """One line on how busy the machine is *now*: the CPUs that other processes kept busy over the
+    next ``seconds`` (sampled from ``/proc/stat``, this process's own CPU time taken out), against
+    the number of CPUs. "Busy" from more than half a CPU on (`BUSY_CPUS`): other processes then
+    compete for the cores, and timings with several threads suffer most (their threads wait for
+    each other). The kernel counts CPU time in ticks of 10 ms, so over the default half second the
+    figure is good to about 0.02 CPU times the number of CPUs. Where ``/proc/stat`` is missing
+    (macOS, Windows): the 1-minute load average, which still counts a run that just ended (the
+    notebook's own training, for one); empty where neither is reported. (``_read`` and ``_clock``
+    are for the tests.)"""
+    return _load(seconds, _read, _clock)[1]
+
+
+def machine_busy(seconds: float = 0.5, *, _read=_read_proc_stat, _clock=_own_clock) -> bool | None:
+    """True when other processes kept more than `BUSY_CPUS` busy over the next ``seconds`` (as
+    `machine_load` measures it), False when not, None where the load cannot be read."""
+    others, _ = _load(seconds, _read, _clock)
+    return None if others is None else others > BUSY_CPUS
 
 
 def measure(models: dict, *, batch_sizes=(1, 256), threads=None, rounds: int = 3,
-            min_run_time: float = 0.3, image_shape=(3, 32, 32), progress=None) -> dict:
+            min_run_time: float = 0.3, image_shape=(3, 32, 32), progress=None, attempts: int = 3,
+            pause: float = 10.0, _busy=machine_busy) -> dict:
     """Latency of every model at every batch size and thread count, interleaved.
 
     Args:
@@ -140,12 +197,19 @@ def measure(models: dict, *, batch_sizes=(1, 256), threads=None, rounds: int = 3
         image_shape: one input without the batch dimension.
         progress: the bar's mode, ``'auto'``, ``'text'`` or ``'off'``; None (or True): read from
             ``$LABKIT_PROGRESS`` once, here (``settings.progress()``); False: no bar.
+        attempts, pause: the quiet-machine rule. Before timing, and again after, `machine_busy`
+            samples the load; while other processes keep the machine busy the measurement waits
+            ``pause`` seconds and starts again, at most ``attempts`` times in all. Every Latency
+            records whether its measurement was quiet (``quiet``: True, False when it stayed busy,
+            None where the load cannot be read), and `Speedup` judges only quiet ones.
     Returns {(key, batch_size, threads): Latency}. Models are put in eval mode and restored.
     The input is uniform random images (the time does not depend on the values).
     """
     if not isinstance(models, dict) or not models or not all(isinstance(m, nn.Module) for m in models.values()):
         raise ValueError("models must be a non-empty dict {label: nn.Module}")
     rounds = integer("rounds", rounds, minimum=1)
+    attempts = integer("attempts", attempts, minimum=1)
+    pause = number("pause", pause, positive=True)
     min_run_time = number("min_run_time", min_run_time, positive=True)
     batch_sizes = [integer("batch_sizes", b, minimum=1) for b in batch_sizes]
     mode = settings.progress() if progress is None or progress is True else progress
@@ -160,19 +224,29 @@ def measure(models: dict, *, batch_sizes=(1, 256), threads=None, rounds: int = 3
     runs = [(key, b, t) for b in batch_sizes for t in threads for key in models]
     inputs = {b: torch.rand((b, *image_shape), generator=torch.Generator().manual_seed(0)).to(device)
               for b in batch_sizes}
-    blocks = {s: [] for s in runs}
-    with contextlib.ExitStack() as stack:
-        bar = stack.enter_context(progress_bar(rounds * len(runs), "latency", mode=mode, unit="setting"))
-        for m in models.values():
-            stack.enter_context(evaluating(m))
-        candidates = {s: _blocks(models[s[0]], inputs[s[1]], s[2], s[0], min_run_time, blocks[s], bar)
-                      for s in runs}        # each calibrated by a warm-up call
-        interleaved(candidates, rounds, warmup=0)
+    for attempt in range(attempts):
+        before = _busy()
+        if before and attempt + 1 < attempts:
+            time.sleep(pause)                  # busy before we start: wait, and look again
+            continue
+        blocks = {s: [] for s in runs}
+        with contextlib.ExitStack() as stack:
+            bar = stack.enter_context(progress_bar(rounds * len(runs), "latency", mode=mode, unit="setting"))
+            for m in models.values():
+                stack.enter_context(evaluating(m))
+            candidates = {s: _blocks(models[s[0]], inputs[s[1]], s[2], s[0], min_run_time, blocks[s], bar)
+                          for s in runs}        # each calibrated by a warm-up call
+            interleaved(candidates, rounds, warmup=0)
+        after = _busy()
+        quiet = None if before is None or after is None else not (before or after)
+        if quiet is not False or attempt + 1 == attempts:
+            break
+        time.sleep(pause)                      # it got busy while timing: wait, and time it all again
     out = {}
     for s, ms in blocks.items():
         key, b, t = s
         merged = benchmark.Measurement.merge(ms)[0]
-        out[s] = Latency(key, b, t if device.type == "cpu" else None, str(device), merged)
+        out[s] = Latency(key, b, t if device.type == "cpu" else None, str(device), merged, quiet)
     return out
 
 
@@ -211,18 +285,28 @@ class Speedup:
     median: float
     low: float
     high: float
+    quiet: bool | None = None   # both timed on a quiet machine (None: unknown, judged; False: not judged)
 
     def __str__(self) -> str:
+        if self.quiet is False:
+            return "not judged: the machine was busy while timing"
         return f"{self.median:.2f}x (quartiles allow {self.low:.2f}x to {self.high:.2f}x)"
 
     @property
     def faster(self) -> bool | None:
         """True: faster beyond the spread (the model's interquartile range lies wholly below the
-        baseline's, low > 1); False: slower beyond it (high < 1); None: the ranges overlap."""
+        baseline's, low > 1); False: slower beyond it (high < 1); None: the ranges overlap, or the
+        machine was busy while either was timed (not judged)."""
+        if self.quiet is False:
+            return None
         return True if self.low > 1 else False if self.high < 1 else None
 
     def sentence(self, model: str, baseline: str) -> str:
-        """The verdict in words: "faster" or "slower" only when the interquartile ranges do not overlap."""
+        """The verdict in words: "faster" or "slower" only when the interquartile ranges do not overlap
+        and the machine was quiet."""
+        if self.quiet is False:
+            return (f"{model} against {baseline}: not judged: the machine was busy while timing (other processes "
+                    f"kept CPUs busy through every attempt), so no ratio is given; time again on a quiet machine.")
         if self.faster:
             return (f"{model} is faster than {baseline}: {self.median:.2f}x, at least {self.low:.2f}x within "
                     f"the quartiles (the interquartile ranges do not overlap).")
@@ -240,7 +324,8 @@ def speedup(results: dict, model, baseline, batch_size: int, threads=None) -> Sp
     except KeyError as e:
         raise ValueError(f"no measurement {e.args[0]!r}; measured: {sorted(map(str, results))}") from None
     (mq1, mq3), (bq1, bq3) = m.quartiles, base.quartiles
-    return Speedup(base.median / m.median, bq1 / mq3, bq3 / mq1)
+    quiet = False if False in (m.quiet, base.quiet) else None if None in (m.quiet, base.quiet) else True
+    return Speedup(base.median / m.median, bq1 / mq3, bq3 / mq1, quiet)
 
 
 def crossover(results: dict, kind: str, baseline, *, beyond_spread: bool = False) -> dict:
@@ -252,6 +337,9 @@ def crossover(results: dict, kind: str, baseline, *, beyond_spread: bool = False
     for b, t in dict.fromkeys((b, t) for _, b, t in results):
         base = results[(baseline, b, t)]
         found = None
+        if base.quiet is False:               # not judged: nothing is called faster
+            out[(b, t)] = None
+            continue
         points = sorted((k[1], lat) for (k, bb, tt), lat in results.items()
                         if isinstance(k, tuple) and k[0] == kind and (bb, tt) == (b, t))
         for s, lat in reversed(points):       # from the sparsest down, while faster than baseline

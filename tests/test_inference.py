@@ -164,6 +164,11 @@ def test_goals_are_judged_by_the_median_the_spread_and_the_accuracy():
     assert lines[2].endswith(": met") and "0.40 points below" in lines[2]
     line = inference.goals(timings, {"ORT int8": 0.917, "torch fp32": 0.916}, batch_sizes=(1, 256), threads=1)[2]
     assert line.endswith(": met") and "(0.10 points above)" in line   # above the float model: met, said so
+    busy = {k: Latency(*[getattr(v, f) for f in ("model", "batch_size", "threads", "device", "measurement")], quiet=False)
+            for k, v in timings.items()}                                 # timed on a busy machine: not judged
+    lines = inference.goals(busy, {"ORT int8": 0.912, "torch fp32": 0.916}, batch_sizes=(1, 256), threads=1)
+    assert all(line.endswith("not judged: the machine was busy while timing") for line in lines[:2])
+    assert lines[2].endswith(": met")                                    # accuracy needs no quiet machine
 
 
 def test_int8_instructions_are_named():

@@ -1,6 +1,7 @@
 """labkit.latency: the interleaved harness, latency measurements that are sane (no timed
 assertions), speed-ups, cross-overs, the table and the figure."""
 import math
+import os
 
 import pytest
 import torch
@@ -105,12 +106,46 @@ def test_crossover():
     assert latency.crossover(res, "CSR", ("dense", 0.0)) == {(1, 1): None}
 
 
-def test_machine_load():
+def test_machine_load_counts_the_cpus_other_processes_keep_busy_now():
     import os
 
-    line = latency.machine_load()
+    cpus = os.cpu_count()
+
+    def samples(*texts):
+        texts = iter(texts)
+        return lambda: next(texts)
+
+    def clock(*readings):               # (this process's CPU seconds, wall seconds) per reading
+        readings = iter(readings)
+        return lambda: next(readings)
+
+    idle_self = clock((5.0, 100.0), (5.0, 101.0))
+    every_tick_busy = samples("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 1 2 3",
+                              f"cpu  {100 + 150 * cpus} 0 {100 + 50 * cpus} 800 0 0 0 0 0 0")
+    line = latency.machine_load(0.01, _read=every_tick_busy, _clock=idle_self)
+    assert line == f"other processes kept {cpus:.1f} of {cpus} CPUs busy over 0.01 s (busy: other processes compete for the CPUs)"
+    iowait_only = samples("cpu  100 0 100 800 5 0 0 0 0 0", f"cpu  100 0 100 {800 + 100 * cpus} {5 + 100 * cpus} 0 0 0 0 0")
+    line = latency.machine_load(0.01, _read=iowait_only, _clock=clock((5.0, 100.0), (5.0, 101.0)))
+    assert line.startswith(f"other processes kept 0.0 of {cpus} CPUs")          # waiting for I/O is idle
+    one_cpu_busy = samples("cpu  100 0 100 800 0 0 0 0 0 0",                    # busy = 1/cpus of all ticks
+                           f"cpu  {100 + 50 * cpus} 0 {100 + 50 * cpus} {800 + 100 * cpus * (cpus - 1)} 0 0 0 0 0 0")
+    mine = latency.machine_load(0.01, _read=one_cpu_busy, _clock=clock((5.0, 100.0), (6.0, 101.0)))
+    assert mine.startswith(f"other processes kept 0.0 of {cpus}")             # that CPU was this process's own
+    theirs = latency.machine_load(0.01, _read=samples("cpu  100 0 100 800 0 0 0 0 0 0",
+                                                      f"cpu  {100 + 50 * cpus} 0 {100 + 50 * cpus} {800 + 100 * cpus * (cpus - 1)} 0 0 0 0 0 0"),
+                                  _clock=clock((5.0, 100.0), (5.0, 101.0)))
+    assert theirs.startswith(f"other processes kept 1.0 of {cpus}") and "(busy" in theirs
+
+    def missing():
+        raise FileNotFoundError("/proc/stat")
+    line = latency.machine_load(0.01, _read=missing)                 # macOS: the load average
     if hasattr(os, "getloadavg"):
-        assert line.startswith("load average") and f"on {os.cpu_count()} CPUs" in line
+        assert line.startswith("load average") and f"on {cpus} CPUs" in line
+    if os.path.exists("/proc/stat"):
+        line = latency.machine_load(0.1)
+        assert line.startswith("other processes kept") and f"of {cpus} CPUs busy over 0.1 s" in line
+    with pytest.raises(ValueError, match="seconds"):
+        latency.machine_load(0)
 
 
 def test_interleaved_visits_every_candidate_once_per_round_in_shuffled_orders():
@@ -194,3 +229,58 @@ def test_plot_models_draws_one_bar_per_model_with_its_speed_up():
     assert ax.patches[1].get_width() == pytest.approx(lat[("b", 1, 1)].median * 1e3)
     with pytest.raises(ValueError):
         latency.plot_models({})
+
+
+# --- the quiet-machine rule (issue 28) ------------------------------------------------------------
+
+def _tiny():
+    return {"a": torch.nn.Linear(4, 2), "b": torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU())}
+
+
+def _measure(busy_answers, **kw):
+    answers = iter(busy_answers)
+    calls = []
+
+    def busy():
+        calls.append(1)
+        return next(answers)
+    out = latency.measure(_tiny(), batch_sizes=(1,), threads=(1,), rounds=1, min_run_time=0.005,
+                          image_shape=(4,), progress=False, pause=0.01, _busy=busy, **kw)
+    return out, len(calls)
+
+
+def test_a_quiet_machine_is_timed_once_and_judged():
+    out, calls = _measure([False, False])
+    assert calls == 2 and all(lat.quiet is True for lat in out.values())
+    s = latency.speedup(out, "b", "a", 1, 1)
+    assert s.quiet is True and "not judged" not in s.sentence("b", "a")
+
+
+def test_a_busy_machine_waits_and_measures_again_when_it_quiets():
+    out, calls = _measure([True, False, False])          # busy before: wait; then quiet before and after
+    assert calls == 3 and all(lat.quiet is True for lat in out.values())
+    out, calls = _measure([False, True, False, False])   # busy after the first timing: time it all again
+    assert calls == 4 and all(lat.quiet is True for lat in out.values())
+
+
+def test_a_machine_that_stays_busy_is_not_judged():
+    out, calls = _measure([True] * 10, attempts=2)
+    assert calls == 3                                    # wait once, then time, then the check after
+    assert all(lat.quiet is False for lat in out.values())
+    s = latency.speedup(out, "b", "a", 1, 1)
+    assert s.faster is None and str(s) == "not judged: the machine was busy while timing"
+    assert s.sentence("b", "a").startswith("b against a: not judged: the machine was busy")
+    assert latency.crossover({(("CSR", 0.9), 1, 1): out[("b", 1, 1)], ("a", 1, 1): out[("a", 1, 1)]}, "CSR", "a") == {(1, 1): None}
+
+
+def test_an_unknown_load_is_judged_and_says_nothing_of_quiet():
+    out, _ = _measure([None, None])
+    assert all(lat.quiet is None for lat in out.values())
+    assert latency.speedup(out, "b", "a", 1, 1).quiet is None
+
+
+def test_machine_busy_reads_the_same_sample_as_machine_load():
+    stats = iter(["cpu 0 0 0 100 0 0 0 0\n", "cpu 150 0 0 150 0 0 0 0\n"])   # 150 of 200 ticks busy
+    clock = iter([(0.0, 0.0), (0.0, 0.5)])
+    busy = latency.machine_busy(0.01, _read=lambda: next(stats), _clock=lambda: next(clock))
+    assert busy is (0.75 * (os.cpu_count() or 1) > latency.BUSY_CPUS)
