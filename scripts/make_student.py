@@ -160,7 +160,8 @@ def written_answers(name: str) -> str:
     """The handout's opening line on what written answers rest on: the full reference run, with its time
     and device read from labs/results/<lab>.json (no time where the lab has no reference run yet)."""
     run = reference_run(name)
-    took = (f" (it took {run['minutes']:g} minutes on {run['device']})"
+    fmt = f", {run['precision'].split(',')[0]}" if run.get("precision") else ""
+    took = (f" (it took {run['minutes']:g} minutes on {run['device']}{fmt})"
             if "minutes" in run and "device" in run else "")
     return ("# Written answers: base them on the full reference run of this lab, the stored outputs of the solved "
             f"lab and the course's results page{took},\n# not on a quick run: its models train far less than the lab states.")

@@ -316,3 +316,18 @@ def test_the_readmes_students_section_opens_the_handouts_and_says_what_the_quick
         assert f"{run['minutes']:g}" in section, lab.name               # the reference run's own times
         assert run["device"].startswith("cpu") or run["device"].startswith("numpy")
     assert "2-thread x86_64 CPU" in section
+
+
+@pytest.mark.parametrize("lab", ["lab1_sparse_optimization", "lab2_pruning", "lab3_quantization", "lab4_compression",
+                                 "lab5_structure"])
+def test_every_handout_says_written_answers_rest_on_the_full_run_with_its_stored_time(ms, lab):
+    line = ms.written_answers(lab)
+    assert line.startswith("# Written answers: base them on the full reference run") and "not on a quick run" in line
+    path = REPO / "labs" / "results" / f"{lab.split('_')[0]}.json"
+    if path.exists():
+        run = json.loads(path.read_text())["run"]
+        assert f"it took {run['minutes']:g} minutes on {run['device']}" in line
+        if run.get("precision"):
+            assert run["precision"].split(",")[0] in line
+    else:
+        assert "it took" not in line

@@ -1,5 +1,6 @@
 """The README names the tests that hold labkit's promises: each named test exists; its benchmark figures are the stored runs'."""
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -60,3 +61,21 @@ def test_the_readmes_grading_benchmark_figures_are_those_of_the_stored_run():
     outside = float(re.search(r"without a sandbox in ([\d.]+) s", stored).group(1))
     assert (int(sandboxed), int(trusted)) == (round(inside), round(outside))
     assert inside < 600                                    # the goal the README states
+
+
+def test_the_readmes_run_times_are_those_of_the_stored_reference_runs():
+    """The minutes (and number format) the README gives for each lab's reference run are the ones its
+    labs/results/<lab>.json holds: a new reference run fails this until the README follows."""
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    said = re.search(r"took ([\d.]+) minutes for Lab 1, (.*?), on 2-thread", readme)
+    assert said, "the README no longer gives the reference runs' times"
+    times = {"lab1": (said.group(1), None)}
+    for minutes, lab, fmt in re.findall(r"([\d.]+) for Lab (\d) \((\w+)\)", said.group(2)):
+        times[f"lab{lab}"] = (minutes, fmt)
+    stored = sorted(p.stem for p in (ROOT / "labs" / "results").glob("lab*.json"))
+    assert sorted(times) == stored
+    for lab, (minutes, fmt) in times.items():
+        run = json.loads((ROOT / "labs" / "results" / f"{lab}.json").read_text())["run"]
+        assert float(minutes) == run["minutes"], lab
+        if fmt is not None:
+            assert run["precision"].startswith(fmt) or (fmt == "bf16" and "bf16" in run["precision"]), lab
