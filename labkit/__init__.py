@@ -35,7 +35,6 @@ Layer 5:
     checkpoints    saving and loading a pruned and/or quantized model (one loader)
     compress       Lab 4 (a): the Deep Compression file format (CSR, codebooks, Huffman)
     report         a run's header, seeds tables, results for the book's results page
-    exercises      Labs 1-3: the exercises, their inputs, references and usual mistakes; check, by key
     inference      Lab 4 (d): int8 inference on ONNX Runtime (export, static quantization, Engine), bf16
     group_lasso    Lab 5 (a), (b): L1 and Group Lasso training, subgradient and proximal (callbacks)
     early_exit     Lab 5 (c): internal classifiers, the exit rule, expected MACs, overthinking
@@ -43,6 +42,7 @@ Layer 6:
     footprint      Lab 4 (a): bytes on disk per compression stage
     sensitivity    Lab 2 (f), Lab 3 (g): one-layer-at-a-time scans, sparsity and bits per layer
     handover       the models one lab hands to the next, published from the reference run, and the fallback
+    exercises      Labs 1-5: the exercises, their inputs, references and usual mistakes; check, by key
 
 Naming: a table of one result is its ``.table()`` method (``History.table``, ``Sparsity.table``);
 a table comparing several is the module's ``<what>_table(...)`` function.
@@ -55,6 +55,6 @@ LAYERS = (
     ("data", "models"),
     ("train",),
     ("prune", "quant", "structured", "sparse_kernels", "costs", "latency"),
-    ("checkpoints", "compress", "report", "exercises", "inference", "group_lasso", "early_exit"),
-    ("footprint", "sensitivity", "handover"),
+    ("checkpoints", "compress", "report", "inference", "group_lasso", "early_exit"),
+    ("footprint", "sensitivity", "handover", "exercises"),
 )
